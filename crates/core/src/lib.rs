@@ -1,0 +1,21 @@
+//! ezForge's domain, without HTTP: users and sessions, projects and members, scoped API keys,
+//! servers, and the rules of who may do what. Storage sits behind the [`Store`] trait.
+
+pub mod api_key;
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod password;
+pub mod principal;
+pub mod ratelimit;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::CoreError;
+pub use principal::{Principal, Requirement};
+pub use service::{Core, Settings, SignupMode};
+pub use store::{Store, StoreError};

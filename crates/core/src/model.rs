@@ -1,0 +1,136 @@
+//! The stored records. Times are unix seconds; ids are prefixed random strings (see `ids`).
+
+use crate::clock::to_datetime;
+use ezforge_proto as proto;
+use ezforge_proto::{Environment, Role, Scope};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    /// Lowercased and trimmed.
+    pub email: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+impl UserRow {
+    pub fn to_api(&self) -> proto::User {
+        proto::User {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            is_admin: self.is_admin,
+            created_at: to_datetime(self.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 of the cookie value.
+    pub token_hash: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRow {
+    pub id: String,
+    pub code_hash: String,
+    pub email: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+impl ProjectRow {
+    pub fn to_api(&self, role: Option<Role>) -> proto::Project {
+        proto::Project {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            created_at: to_datetime(self.created_at),
+            role,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub project_id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub environment: Environment,
+    pub scopes: Vec<Scope>,
+    /// SHA-256 of the whole key.
+    pub secret_hash: String,
+    /// `ezf_live_AbCd`: the prefix and four characters, to recognise the key in listings.
+    pub display_prefix: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    pub fn to_api(&self) -> proto::ApiKey {
+        proto::ApiKey {
+            id: self.id.clone(),
+            project_id: self.project_id.clone(),
+            name: self.name.clone(),
+            environment: self.environment,
+            scopes: self.scopes.clone(),
+            prefix: self.display_prefix.clone(),
+            created_by: self.created_by.clone(),
+            created_at: to_datetime(self.created_at),
+            last_used_at: self.last_used_at.map(to_datetime),
+            expires_at: self.expires_at.map(to_datetime),
+            revoked_at: self.revoked_at.map(to_datetime),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub slug: String,
+    pub environment: Environment,
+    /// A user id (`usr_…`) or an API key id (`key_…`).
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ServerRow {
+    pub fn to_api(&self) -> proto::Server {
+        proto::Server {
+            id: self.id.clone(),
+            project_id: self.project_id.clone(),
+            name: self.name.clone(),
+            slug: self.slug.clone(),
+            environment: self.environment,
+            created_by: self.created_by.clone(),
+            created_at: to_datetime(self.created_at),
+            updated_at: to_datetime(self.updated_at),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Servers: the MCP endpoints a project exposes. Each lives in one environment; API keys reach
+//! only the servers of their own environment.
+
+use super::Core;
+use super::access::{Need, check_environment};
+use crate::error::CoreError;
+use crate::model::ServerRow;
+use crate::principal::Principal;
+use crate::store::StoreError;
+use crate::{ids, validate};
+use ezforge_proto::Environment;
+
+/// Slugs that would collide with ezForge's own host names.
+const RESERVED_SLUGS: &[&str] = &[
+    "api",
+    "auth",
+    "www",
+    "admin",
+    "dashboard",
+    "mcp",
+    "static",
+    "status",
+];
+
+impl Core {
+    pub async fn create_server(
+        &self,
+        principal: &Principal,
+        project: &str,
+        name: &str,
+        slug: &str,
+        environment: Option<Environment>,
+    ) -> Result<ServerRow, CoreError> {
+        let (project, _) = self.project_for(principal, project, Need::Member).await?;
+        let environment = environment.unwrap_or(match principal {
+            Principal::ApiKey(key) => key.environment,
+            Principal::User { .. } => Environment::Live,
+        });
+        check_environment(principal, environment)?;
+        let name = validate::display_name("name", name)?;
+        let slug = validate::dns_label("slug", slug)?;
+        if RESERVED_SLUGS.contains(&slug.as_str()) {
+            return Err(CoreError::invalid("slug", format!("`{slug}` is reserved")));
+        }
+        let now = self.clock.now();
+        let server = ServerRow {
+            id: ids::server_id(),
+            project_id: project.id,
+            name,
+            slug,
+            environment,
+            created_by: principal.actor_id().to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_server(&server)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    CoreError::Conflict(format!("the slug `{}` is taken", server.slug))
+                }
+                other => other.into(),
+            })?;
+        Ok(server)
+    }
+
+    /// Lists a project's servers. A key sees only its environment's; asking a key for the other
+    /// environment is an error rather than an empty list, so a misconfigured script finds out.
+    pub async fn list_servers(
+        &self,
+        principal: &Principal,
+        project: &str,
+        environment: Option<Environment>,
+    ) -> Result<Vec<ServerRow>, CoreError> {
+        let (project, _) = self.project_for(principal, project, Need::Member).await?;
+        let filter = match (principal, environment) {
+            (_, Some(env)) => {
+                check_environment(principal, env)?;
+                Some(env)
+            }
+            (Principal::ApiKey(key), None) => Some(key.environment),
+            (Principal::User { .. }, None) => None,
+        };
+        Ok(self.store.servers(&project.id, filter).await?)
+    }
+
+    pub async fn get_server(
+        &self,
+        principal: &Principal,
+        project: &str,
+        server: &str,
+    ) -> Result<ServerRow, CoreError> {
+        let (project, _) = self.project_for(principal, project, Need::Member).await?;
+        let server = self
+            .store
+            .server(&project.id, server)
+            .await?
+            .ok_or(CoreError::NotFound("server"))?;
+        check_environment(principal, server.environment)?;
+        Ok(server)
+    }
+
+    pub async fn update_server(
+        &self,
+        principal: &Principal,
+        project: &str,
+        server: &str,
+        name: Option<&str>,
+    ) -> Result<ServerRow, CoreError> {
+        let mut server = self.get_server(principal, project, server).await?;
+        if let Some(name) = name {
+            server.name = validate::display_name("name", name)?;
+        }
+        server.updated_at = self.clock.now();
+        self.store.update_server(&server).await?;
+        Ok(server)
+    }
+
+    pub async fn delete_server(
+        &self,
+        principal: &Principal,
+        project: &str,
+        server: &str,
+    ) -> Result<ServerRow, CoreError> {
+        let server = self.get_server(principal, project, server).await?;
+        self.store.delete_server(&server.id).await?;
+        Ok(server)
+    }
+}

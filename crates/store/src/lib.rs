@@ -1,0 +1,19 @@
+//! The [`Store`](ezforge_core::Store) on sqlx's Any driver: an embedded SQLite file (WAL mode)
+//! by default, PostgreSQL for several nodes. One portable set of migrations and queries serves
+//! both (`$N` placeholders, TEXT ids, BIGINT times and flags).
+
+mod rows;
+mod sql;
+
+pub use sql::SqlStore;
+
+/// Errors opening or migrating a database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}

@@ -1,0 +1,112 @@
+//! Decoding rows into the domain's records.
+
+use ezforge_core::model::*;
+use ezforge_core::store::StoreError;
+use ezforge_proto::{Environment, Role, Scope};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+fn bad(what: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unexpected {what} `{value}` in the database").into())
+}
+
+pub(crate) fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        password_hash: r.try_get("password_hash")?,
+        is_admin: r.try_get::<i64, _>("is_admin")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn session(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        token_hash: r.try_get("token_hash")?,
+        user_id: r.try_get("user_id")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+pub(crate) fn invite(r: &AnyRow) -> Result<InviteRow, sqlx::Error> {
+    Ok(InviteRow {
+        id: r.try_get("id")?,
+        code_hash: r.try_get("code_hash")?,
+        email: r.try_get("email")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+pub(crate) fn project(r: &AnyRow) -> Result<ProjectRow, sqlx::Error> {
+    Ok(ProjectRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn role(value: &str) -> Result<Role, sqlx::Error> {
+    value.parse().map_err(|_| bad("role", value))
+}
+
+pub(crate) fn environment(value: &str) -> Result<Environment, sqlx::Error> {
+    value.parse().map_err(|_| bad("environment", value))
+}
+
+pub(crate) fn member(r: &AnyRow) -> Result<MemberRow, sqlx::Error> {
+    Ok(MemberRow {
+        project_id: r.try_get("project_id")?,
+        user_id: r.try_get("user_id")?,
+        role: role(&r.try_get::<String, _>("role")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn api_key(r: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(ApiKeyRow {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        name: r.try_get("name")?,
+        environment: environment(&r.try_get::<String, _>("environment")?)?,
+        scopes: Scope::parse_list(&scopes).map_err(|_| bad("scopes", &scopes))?,
+        secret_hash: r.try_get("secret_hash")?,
+        display_prefix: r.try_get("display_prefix")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+pub(crate) fn server(r: &AnyRow) -> Result<ServerRow, sqlx::Error> {
+    Ok(ServerRow {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        name: r.try_get("name")?,
+        slug: r.try_get("slug")?,
+        environment: environment(&r.try_get::<String, _>("environment")?)?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Maps a driver error: unique violations become `Conflict` naming `what`.
+pub(crate) fn err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}

@@ -1,0 +1,550 @@
+//! The SQL behind the store.
+
+use crate::OpenError;
+use crate::rows::{self, backend, err};
+use async_trait::async_trait;
+use ezforge_core::model::*;
+use ezforge_core::store::{Store, StoreResult, UserAdmission};
+use ezforge_proto::{Environment, Role, Scope};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+// Column lists as macros so that every query stays a `&'static str` (sqlx refuses dynamic SQL).
+macro_rules! user_cols {
+    () => {
+        "id, email, password_hash, is_admin, created_at"
+    };
+}
+macro_rules! key_cols {
+    () => {
+        "id, project_id, name, environment, scopes, secret_hash, display_prefix, created_by, created_at, last_used_at, expires_at, revoked_at"
+    };
+}
+macro_rules! server_cols {
+    () => {
+        "id, project_id, name, slug, environment, created_by, created_at, updated_at"
+    };
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: &'static str,
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://…`) and runs pending migrations.
+    /// SQLite files are put in WAL mode with foreign keys on.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            "postgres"
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default().to_string();
+            return Err(OpenError::UnsupportedUrl(scheme));
+        };
+        let is_sqlite = backend == "sqlite";
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(OpenError::Connect)?;
+        MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// SQLite's journal mode, for tests and diagnostics ("wal" expected).
+    pub async fn sqlite_journal_mode(&self) -> Option<String> {
+        if self.backend != "sqlite" {
+            return None;
+        }
+        sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn one<T>(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        f: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> StoreResult<Option<T>> {
+        q.fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .map(|r| f(&r).map_err(backend))
+            .transpose()
+    }
+
+    async fn all<T>(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        f: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> StoreResult<Vec<T>> {
+        q.fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| f(r).map_err(backend))
+            .collect()
+    }
+}
+
+/// `INSERT` of a user whose admin flag is decided by whether any user exists yet.
+macro_rules! insert_user {
+    () => {
+        "INSERT INTO users (id, email, password_hash, is_admin, created_at)
+         SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END, $4"
+    };
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn user_count(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn insert_user(
+        &self,
+        user: &UserRow,
+        admission: UserAdmission,
+    ) -> StoreResult<Option<UserRow>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let UserAdmission::Invite { code_hash, now } = &admission {
+            let used = sqlx::query("UPDATE invites SET used_at = $1, used_by = $2 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $1")
+                .bind(*now)
+                .bind(&user.id)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if used.rows_affected() == 0 {
+                return Ok(None);
+            }
+        }
+        let sql = match admission {
+            UserAdmission::FirstUserOnly => {
+                concat!(insert_user!(), " WHERE NOT EXISTS (SELECT 1 FROM users)")
+            }
+            _ => insert_user!(),
+        };
+        let inserted = sqlx::query(sql)
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("user with this email"))?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(&user.id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let stored = rows::user(&row).map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(stored))
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                user_cols!(),
+                " FROM users WHERE email = $1"
+            ))
+            .bind(email),
+            rows::user,
+        )
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                user_cols!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id),
+            rows::user,
+        )
+        .await
+    }
+
+    async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&s.token_hash)
+            .bind(&s.user_id)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err("session"))?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
+        self.one(
+            sqlx::query("SELECT token_hash, user_id, created_at, expires_at FROM sessions WHERE token_hash = $1").bind(token_hash),
+            rows::session,
+        )
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn purge_sessions(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn insert_invite(&self, i: &InviteRow) -> StoreResult<()> {
+        sqlx::query("INSERT INTO invites (id, code_hash, email, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&i.id)
+            .bind(&i.code_hash)
+            .bind(&i.email)
+            .bind(&i.created_by)
+            .bind(i.created_at)
+            .bind(i.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err("invite"))?;
+        Ok(())
+    }
+
+    async fn invite_by_hash(&self, code_hash: &str) -> StoreResult<Option<InviteRow>> {
+        self.one(
+            sqlx::query("SELECT id, code_hash, email, created_by, created_at, expires_at FROM invites WHERE code_hash = $1").bind(code_hash),
+            rows::invite,
+        )
+        .await
+    }
+
+    async fn insert_project(&self, p: &ProjectRow, owner: &MemberRow) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO projects (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&p.id)
+        .bind(&p.name)
+        .bind(&p.created_by)
+        .bind(p.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("project with this name"))?;
+        insert_member(&mut *tx, owner).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn project(&self, reference: &str) -> StoreResult<Option<ProjectRow>> {
+        self.one(
+            sqlx::query(
+                "SELECT id, name, created_by, created_at FROM projects WHERE id = $1 OR name = $1",
+            )
+            .bind(reference),
+            rows::project,
+        )
+        .await
+    }
+
+    async fn projects_of_user(&self, user_id: &str) -> StoreResult<Vec<(ProjectRow, Role)>> {
+        let q = sqlx::query(
+            "SELECT p.id, p.name, p.created_by, p.created_at, m.role FROM projects p
+             JOIN project_members m ON m.project_id = p.id WHERE m.user_id = $1 ORDER BY p.name",
+        )
+        .bind(user_id);
+        self.all(q, |r| {
+            Ok((
+                rows::project(r)?,
+                rows::role(&sqlx::Row::try_get::<String, _>(r, "role")?)?,
+            ))
+        })
+        .await
+    }
+
+    async fn member(&self, project_id: &str, user_id: &str) -> StoreResult<Option<MemberRow>> {
+        self.one(
+            sqlx::query("SELECT project_id, user_id, role, created_at FROM project_members WHERE project_id = $1 AND user_id = $2")
+                .bind(project_id)
+                .bind(user_id),
+            rows::member,
+        )
+        .await
+    }
+
+    async fn members(&self, project_id: &str) -> StoreResult<Vec<(MemberRow, String)>> {
+        let q = sqlx::query(
+            "SELECT m.project_id, m.user_id, m.role, m.created_at, u.email FROM project_members m
+             JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.created_at, u.email",
+        )
+        .bind(project_id);
+        self.all(q, |r| {
+            Ok((rows::member(r)?, sqlx::Row::try_get(r, "email")?))
+        })
+        .await
+    }
+
+    async fn insert_member(&self, m: &MemberRow) -> StoreResult<()> {
+        insert_member(&self.pool, m).await
+    }
+
+    async fn delete_member(&self, project_id: &str, user_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
+            .bind(project_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn owner_count(&self, project_id: &str) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner'",
+        )
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRow) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO api_keys (",
+            key_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&k.id)
+        .bind(&k.project_id)
+        .bind(&k.name)
+        .bind(k.environment.as_str())
+        .bind(Scope::join(&k.scopes))
+        .bind(&k.secret_hash)
+        .bind(&k.display_prefix)
+        .bind(&k.created_by)
+        .bind(k.created_at)
+        .bind(k.last_used_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(err("API key"))?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKeyRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                key_cols!(),
+                " FROM api_keys WHERE secret_hash = $1"
+            ))
+            .bind(secret_hash),
+            rows::api_key,
+        )
+        .await
+    }
+
+    async fn api_key(&self, project_id: &str, key_id: &str) -> StoreResult<Option<ApiKeyRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                key_cols!(),
+                " FROM api_keys WHERE project_id = $1 AND id = $2"
+            ))
+            .bind(project_id)
+            .bind(key_id),
+            rows::api_key,
+        )
+        .await
+    }
+
+    async fn api_keys(&self, project_id: &str) -> StoreResult<Vec<ApiKeyRow>> {
+        self.all(
+            sqlx::query(concat!(
+                "SELECT ",
+                key_cols!(),
+                " FROM api_keys WHERE project_id = $1 ORDER BY created_at DESC, id"
+            ))
+            .bind(project_id),
+            rows::api_key,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        project_id: &str,
+        key_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<ApiKeyRow>> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE project_id = $2 AND id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(project_id)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        self.api_key(project_id, key_id).await
+    }
+
+    async fn touch_api_key(&self, key_id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+            .bind(now)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_server(&self, s: &ServerRow) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO servers (",
+            server_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&s.id)
+        .bind(&s.project_id)
+        .bind(&s.name)
+        .bind(&s.slug)
+        .bind(s.environment.as_str())
+        .bind(&s.created_by)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(err("server with this slug"))?;
+        Ok(())
+    }
+
+    async fn server(&self, project_id: &str, reference: &str) -> StoreResult<Option<ServerRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                server_cols!(),
+                " FROM servers WHERE project_id = $1 AND (id = $2 OR slug = $2)"
+            ))
+            .bind(project_id)
+            .bind(reference),
+            rows::server,
+        )
+        .await
+    }
+
+    async fn servers(
+        &self,
+        project_id: &str,
+        environment: Option<Environment>,
+    ) -> StoreResult<Vec<ServerRow>> {
+        let q = match environment {
+            Some(env) => sqlx::query(concat!(
+                "SELECT ",
+                server_cols!(),
+                " FROM servers WHERE project_id = $1 AND environment = $2 ORDER BY slug"
+            ))
+            .bind(project_id)
+            .bind(env.as_str()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                server_cols!(),
+                " FROM servers WHERE project_id = $1 ORDER BY slug"
+            ))
+            .bind(project_id),
+        };
+        self.all(q, rows::server).await
+    }
+
+    async fn update_server(&self, s: &ServerRow) -> StoreResult<()> {
+        sqlx::query("UPDATE servers SET name = $1, updated_at = $2 WHERE id = $3")
+            .bind(&s.name)
+            .bind(s.updated_at)
+            .bind(&s.id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_server(&self, server_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM servers WHERE id = $1")
+            .bind(server_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+async fn insert_member<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    executor: E,
+    m: &MemberRow,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO project_members (project_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&m.project_id)
+        .bind(&m.user_id)
+        .bind(m.role.as_str())
+        .bind(m.created_at)
+        .execute(executor)
+        .await
+        .map_err(err("membership"))?;
+    Ok(())
+}
