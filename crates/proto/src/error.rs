@@ -53,6 +53,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     PayloadTooLarge,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     RateLimited,
     // 500
@@ -90,6 +91,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",

@@ -1,1 +1,14 @@
+//! The ezForge HTTP server: the `/v1` control plane (platform auth, projects, API keys,
+//! servers) and its OpenAPI document. Handlers are thin: they parse, call `ezforge-core`, and
+//! map the result; every error becomes a response in one place ([`error`]).
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+
+pub use app::{RunningServer, StartError, start};
+pub use config::ServerConfig;

@@ -1,0 +1,68 @@
+//! `/v1` routes, collected with their OpenAPI descriptions.
+
+pub mod auth;
+pub mod keys;
+pub mod projects;
+pub mod servers;
+
+use crate::config::HttpSettings;
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use axum::Json;
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use ezforge_core::Core;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Arc<Core>,
+    pub http: Arc<HttpSettings>,
+}
+
+/// The `/v1` router and its OpenAPI document, built from the same route list.
+pub fn v1(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::session))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_everywhere))
+        .routes(routes!(auth::create_invite))
+        .routes(routes!(projects::list_projects, projects::create_project))
+        .routes(routes!(projects::get_project))
+        .routes(routes!(projects::list_members, projects::add_member))
+        .routes(routes!(projects::remove_member))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(servers::list_servers, servers::create_server))
+        .routes(routes!(
+            servers::get_server,
+            servers::update_server,
+            servers::delete_server
+        ))
+        .split_for_parts();
+    let doc = Arc::new(api.clone());
+    let router = router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::MethodNotAllowed(format!("{method} on {}", uri.path()))
+        })
+        .with_state(state);
+    (router, api)
+}
+
+/// Unknown paths get a JSON 404 too.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_string())
+}

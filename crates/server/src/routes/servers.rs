@@ -1,0 +1,119 @@
+//! Servers of a project, each in one environment.
+
+use super::AppState;
+use crate::auth::{Caller, need};
+use crate::error::ApiResult;
+use crate::extract::{ApiJson, ApiQuery};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use ezforge_proto::{
+    ApiErrorBody, CreateServerRequest, Environment, Server, ServerList, UpdateServerRequest,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ServerFilter {
+    /// `live` or `test`. An API key sees only its own environment.
+    pub environment: Option<Environment>,
+}
+
+/// List servers.
+#[utoipa::path(get, path = "/v1/projects/{project}/servers", tag = "servers",
+    params(("project" = String, Path, description = "Project id or name"), ServerFilter),
+    security(("api_key" = ["servers:read"]), ("session" = [])),
+    responses((status = 200, body = ServerList), (status = 403, body = ApiErrorBody)))]
+pub async fn list_servers(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersRead>,
+    Path(project): Path<String>,
+    ApiQuery(filter): ApiQuery<ServerFilter>,
+) -> ApiResult<Json<ServerList>> {
+    let servers = state
+        .core
+        .list_servers(&caller.principal, &project, filter.environment)
+        .await?;
+    Ok(Json(ServerList {
+        servers: servers.iter().map(|s| s.to_api()).collect(),
+    }))
+}
+
+/// Create a server.
+#[utoipa::path(post, path = "/v1/projects/{project}/servers", tag = "servers", request_body = CreateServerRequest,
+    params(("project" = String, Path, description = "Project id or name")),
+    security(("api_key" = ["servers:write"]), ("session" = [])),
+    responses((status = 201, body = Server), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn create_server(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersWrite>,
+    Path(project): Path<String>,
+    ApiJson(req): ApiJson<CreateServerRequest>,
+) -> ApiResult<(StatusCode, Json<Server>)> {
+    let s = state
+        .core
+        .create_server(
+            &caller.principal,
+            &project,
+            &req.name,
+            &req.slug,
+            req.environment,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(s.to_api())))
+}
+
+/// Get a server by id or slug.
+#[utoipa::path(get, path = "/v1/projects/{project}/servers/{server}", tag = "servers",
+    params(("project" = String, Path, description = "Project id or name"), ("server" = String, Path, description = "Server id or slug")),
+    security(("api_key" = ["servers:read"]), ("session" = [])),
+    responses((status = 200, body = Server), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn get_server(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersRead>,
+    Path((project, server)): Path<(String, String)>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(
+        state
+            .core
+            .get_server(&caller.principal, &project, &server)
+            .await?
+            .to_api(),
+    ))
+}
+
+/// Update a server.
+#[utoipa::path(patch, path = "/v1/projects/{project}/servers/{server}", tag = "servers", request_body = UpdateServerRequest,
+    params(("project" = String, Path, description = "Project id or name"), ("server" = String, Path, description = "Server id or slug")),
+    security(("api_key" = ["servers:write"]), ("session" = [])),
+    responses((status = 200, body = Server), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn update_server(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersWrite>,
+    Path((project, server)): Path<(String, String)>,
+    ApiJson(req): ApiJson<UpdateServerRequest>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(
+        state
+            .core
+            .update_server(&caller.principal, &project, &server, req.name.as_deref())
+            .await?
+            .to_api(),
+    ))
+}
+
+/// Delete a server.
+#[utoipa::path(delete, path = "/v1/projects/{project}/servers/{server}", tag = "servers",
+    params(("project" = String, Path, description = "Project id or name"), ("server" = String, Path, description = "Server id or slug")),
+    security(("api_key" = ["servers:write"]), ("session" = [])),
+    responses((status = 204), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn delete_server(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersWrite>,
+    Path((project, server)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .delete_server(&caller.principal, &project, &server)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
