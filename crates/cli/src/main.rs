@@ -1,1 +1,56 @@
-fn main() {}
+//! `ezforge`: the server and the command-line client in one binary.
+
+mod cli;
+mod commands;
+mod context;
+mod credentials;
+mod error;
+mod output;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use context::Ctx;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::exit::FAILURE);
+        }
+    };
+    let json = cli.global.json;
+    let ctx = Ctx { global: cli.global };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(&args).await,
+            Command::Auth(cmd) => commands::auth::run(&ctx, cmd).await,
+            Command::Project(cmd) => commands::project::run(&ctx, cmd).await,
+            Command::Admin(cmd) => commands::admin::run(&ctx, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::from(error::exit::OK),
+        Err(e) => {
+            if json {
+                let code = match &e {
+                    error::CliError::Client(c) => c.code().map(|c| c.as_str().to_string()),
+                    _ => None,
+                };
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": {"message": e.to_string(), "code": code, "exit_code": e.exit_code()}})
+                );
+            } else {
+                eprintln!("error: {}", e.message());
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The command line, as clap definitions. `--help` at every level is the reference.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ezforge",
+    version,
+    about = "Put an MCP server on the internet safely",
+    long_about = "ezForge is an OAuth 2.1 authorization server, MCP gateway and control plane in one binary.\n\n\
+                  Start a server with `ezforge serve`; manage it with the other commands.\n\
+                  The CLI signs in with `ezforge auth login`, or uses an API key from EZFORGE_API_KEY.",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not signed in / session expired / key refused, \
+                  4 forbidden, 5 not found, 6 conflict, 7 rate limited, 8 server unreachable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The ezForge server to talk to [default: the one you logged in to, else http://127.0.0.1:8080]
+    #[arg(long, global = true, env = "EZFORGE_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Print machine-readable JSON instead of tables and sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the ezForge server.
+    Serve(Box<ServeArgs>),
+    /// Sign in, check and end the CLI's session.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Projects and their API keys.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Instance administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Sign in and keep the session (1 hour) in your configuration directory.
+    ///
+    /// Prompts for the email and password. Non-interactive: pass --email and send the password
+    /// on standard input, e.g. `printf '%s' "$PW" | ezforge auth login --email me@example.com`.
+    Login(Credentials),
+    /// Create an account on the server and sign in. The first account becomes the admin.
+    Signup {
+        #[command(flatten)]
+        credentials: Credentials,
+        /// Invite code, when the server's sign-up is invite-only.
+        #[arg(long, env = "EZFORGE_INVITE_CODE")]
+        invite_code: Option<String>,
+    },
+    /// Show who the CLI acts as, and until when.
+    Status,
+    /// End the session on the server and forget it here.
+    Logout {
+        /// End every session of your account, on every device.
+        #[arg(long)]
+        everywhere: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Credentials {
+    /// Your email address (prompted for when omitted).
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project; you become its owner.
+    Create {
+        /// Lowercase letters, digits and hyphens, e.g. my-first-project.
+        name: String,
+    },
+    /// List your projects (with an API key: the key's project).
+    List,
+    /// Create a scoped API key. Its secret is printed once, on standard output.
+    ///
+    /// Example: ezforge project create-key my-first-project --name "ci-deploy" --scopes "deployments:write,servers:read"
+    #[command(name = "create-key")]
+    CreateKey {
+        /// Project name or id.
+        project: String,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: servers:read, servers:write, deployments:read,
+        /// deployments:write, logs:read, metrics:read, billing:read.
+        #[arg(long)]
+        scopes: String,
+        /// `live` for production (ezf_live_…) or `test` (ezf_test_…).
+        #[arg(long = "env", default_value = "live", value_name = "ENV")]
+        environment: String,
+        /// Expire the key after this long: 30d, 12h, 90m.
+        #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expire the key at this time (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+    },
+    /// List a project's API keys (never their secrets).
+    #[command(name = "list-keys")]
+    ListKeys {
+        /// Project name or id.
+        project: String,
+    },
+    /// Revoke an API key; it stops working immediately.
+    #[command(name = "revoke-key")]
+    RevokeKey {
+        /// Project name or id.
+        project: String,
+        /// The key's id (key_…), from `list-keys`.
+        key_id: String,
+    },
+    /// List a project's members.
+    Members {
+        /// Project name or id.
+        project: String,
+    },
+    /// Add an existing user to a project.
+    #[command(name = "add-member")]
+    AddMember {
+        project: String,
+        email: String,
+        /// owner or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// Remove a member from a project.
+    #[command(name = "remove-member")]
+    RemoveMember {
+        project: String,
+        /// The member's user id (usr_…), from `members`.
+        user_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an invite code for an invite-only instance (admins only).
+    #[command(name = "create-invite")]
+    CreateInvite {
+        /// Only this email address may use the invite.
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+/// `ezforge serve`. Every option can also come from an `EZFORGE_*` environment variable or the
+/// TOML file given by --config; a flag beats the environment, which beats the file.
+#[derive(Args, Debug, Default)]
+#[command(
+    after_help = "Configuration file (TOML), keys as the long options with underscores, e.g.:\n  \
+                  listen = \"0.0.0.0:8080\"\n  public_url = \"https://api.example.com\"\n  \
+                  database_url = \"postgres://ezforge@db/ezforge\"\n  signup = \"invite\"\n\n\
+                  Logging: EZFORGE_LOG (or RUST_LOG) sets the filter, e.g. EZFORGE_LOG=debug."
+)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "EZFORGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8080]. Port 0 picks a free port.
+    #[arg(long, env = "EZFORGE_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// The origin clients reach this server at, e.g. https://api.example.com [default: derived from --listen].
+    /// Session cookies are marked Secure when it is https.
+    #[arg(long, env = "EZFORGE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Where the embedded database lives [default: ezforge in your data directory, e.g. ~/.local/share/ezforge].
+    #[arg(long, env = "EZFORGE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user@host/db) for running several nodes; or sqlite://PATH
+    /// [default: SQLite file ezforge.db in the data directory].
+    #[arg(long, env = "EZFORGE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Database connection pool size [default: 10].
+    #[arg(long, env = "EZFORGE_DB_MAX_CONNECTIONS", value_name = "N")]
+    pub db_max_connections: Option<u32>,
+    /// Who may sign up after the first user (who becomes admin): open, invite or closed [default: open].
+    #[arg(long, env = "EZFORGE_SIGNUP", value_name = "MODE")]
+    pub signup: Option<String>,
+    /// Session lifetime in seconds [default: 3600, as documented].
+    #[arg(long, env = "EZFORGE_SESSION_TTL_SECS", value_name = "SECS")]
+    pub session_ttl_secs: Option<i64>,
+    /// Failed sign-ins allowed per account in 15 minutes before 429 [default: 10].
+    #[arg(long, env = "EZFORGE_LOGIN_FAILURES_PER_ACCOUNT", value_name = "N")]
+    pub login_failures_per_account: Option<u32>,
+    /// Failed sign-ins allowed per client address in 15 minutes before 429 [default: 100].
+    #[arg(long, env = "EZFORGE_LOGIN_FAILURES_PER_CLIENT", value_name = "N")]
+    pub login_failures_per_client: Option<u32>,
+    /// Seconds a verified API key is trusted from memory; bounds how long another node may accept
+    /// a revoked key (this node forgets it at once) [default: 10; 0 disables the cache].
+    #[arg(long, env = "EZFORGE_API_KEY_CACHE_TTL_SECS", value_name = "SECS")]
+    pub api_key_cache_ttl_secs: Option<u64>,
+    /// Largest accepted request body in bytes [default: 65536].
+    #[arg(long, env = "EZFORGE_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Trust X-Forwarded-For for the client address (only behind a proxy that sets it).
+    #[arg(long, env = "EZFORGE_TRUST_PROXY_HEADERS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_proxy_headers: Option<bool>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "EZFORGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}

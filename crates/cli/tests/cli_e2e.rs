@@ -1,0 +1,235 @@
+//! The `ezforge` binary end to end: `ezforge serve` on a fresh database (SQLite and PostgreSQL)
+//! and the CLI against it, as a user would type it.
+
+use ezforge_testkit::TestDb;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ezforge");
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Served {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ezforge serve` on a free port and reads the URL from its first line.
+fn serve(db: &TestDb, extra: &[&str]) -> Served {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--database-url", &db.url])
+        .args(extra)
+        .env_remove("EZFORGE_API_KEY")
+        .env("EZFORGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ezforge serve");
+    let mut first = String::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    reader.read_line(&mut first).unwrap();
+    // Keep draining what the server prints, as a terminal would.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let url = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected first line: {first}"
+    );
+    Served {
+        child,
+        url,
+        _data: data,
+    }
+}
+
+/// Runs the CLI with its own config directory, optionally feeding standard input.
+fn ez(cfg: &Path, url: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("EZFORGE_CONFIG_DIR", cfg)
+        .env("EZFORGE_API_URL", url)
+        .env_remove("EZFORGE_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+async fn get_projects(url: &str, key: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/v1/projects"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+ezforge_testkit::backend_tests! {
+    /// Sign up, `auth login`, the docs' `create-key` command verbatim, the key on
+    /// `GET /v1/projects`, `revoke-key`, the same request now 401.
+    async fn the_docs_cli_flow(db) {
+        let s = serve(&db, &[]);
+        let cfg = tempfile::tempdir().unwrap();
+        let c = cfg.path();
+        let pw = format!("{PASSWORD}\n");
+
+        ok(&ez(c, &s.url, &["auth", "signup", "--email", "dev@example.com"], Some(&pw), &[]));
+        ok(&ez(c, &s.url, &["auth", "logout"], None, &[]));
+        let err = fails(&ez(c, &s.url, &["project", "list"], None, &[]), 3);
+        assert!(err.contains("ezforge auth login"), "{err}");
+        let err = fails(&ez(c, &s.url, &["auth", "login", "--email", "dev@example.com"], Some("wrong password!\n"), &[]), 3);
+        assert!(err.contains("invalid_credentials"), "{err}");
+        let out = ok(&ez(c, &s.url, &["auth", "login", "--email", "dev@example.com"], Some(&pw), &[]));
+        assert!(out.contains("Logged in to") && out.contains("dev@example.com"), "{out}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(c.join("session.json")).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the saved session is private");
+        }
+        let status: serde_json::Value = serde_json::from_str(&ok(&ez(c, &s.url, &["auth", "status", "--json"], None, &[]))).unwrap();
+        assert_eq!(status["email"], "dev@example.com");
+        assert_eq!(status["method"], "session");
+
+        ok(&ez(c, &s.url, &["project", "create", "my-first-project"], None, &[]));
+        // The documentation's command, verbatim.
+        let out = ez(c, &s.url, &["project", "create-key", "my-first-project", "--name", "ci-deploy", "--scopes", "deployments:write,servers:read"], None, &[]);
+        let key = ok(&out).trim().to_string();
+        assert!(key.starts_with("ezf_live_"), "stdout holds the key alone: {key}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("will not be shown again"));
+
+        let (status, body) = get_projects(&s.url, &key).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["projects"][0]["name"], "my-first-project");
+
+        // The key drives the CLI too.
+        let listed: serde_json::Value = serde_json::from_str(&ok(&ez(c, &s.url, &["project", "list", "--json"], None, &[("EZFORGE_API_KEY", &key)]))).unwrap();
+        assert_eq!(listed["projects"][0]["name"], "my-first-project");
+
+        let keys: serde_json::Value = serde_json::from_str(&ok(&ez(c, &s.url, &["project", "list-keys", "my-first-project", "--json"], None, &[]))).unwrap();
+        let k = &keys["keys"][0];
+        assert_eq!(k["name"], "ci-deploy");
+        assert_eq!(k["scopes"], serde_json::json!(["servers:read", "deployments:write"]));
+        assert!(!keys.to_string().contains(&key));
+        let table = ok(&ez(c, &s.url, &["project", "list-keys", "my-first-project"], None, &[]));
+        assert!(table.contains("ci-deploy") && table.contains("active"), "{table}");
+
+        let id = k["id"].as_str().unwrap();
+        ok(&ez(c, &s.url, &["project", "revoke-key", "my-first-project", id], None, &[]));
+        let (status, body) = get_projects(&s.url, &key).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("api_key_revoked")));
+        let err = fails(&ez(c, &s.url, &["project", "list"], None, &[("EZFORGE_API_KEY", &key)]), 3);
+        assert!(err.contains("revoked"), "{err}");
+
+        // Bad input has its own exit codes.
+        let err = fails(&ez(c, &s.url, &["project", "create-key", "my-first-project", "--name", "x", "--scopes", "servers:admin"], None, &[]), 2);
+        assert!(err.contains("billing:read"), "the valid scopes are listed: {err}");
+        fails(&ez(c, &s.url, &["project", "create", "my-first-project"], None, &[]), 6);
+        fails(&ez(c, &s.url, &["project", "list-keys", "nope"], None, &[]), 5);
+        let json_err = fails(&ez(c, &s.url, &["project", "list-keys", "nope", "--json"], None, &[]), 5);
+        let parsed: serde_json::Value = serde_json::from_str(json_err.trim()).unwrap();
+        assert_eq!(parsed["error"]["code"], "not_found");
+        fails(&ez(c, "http://127.0.0.1:9", &["project", "list"], None, &[]), 8);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_session_tells_how_to_log_in_again() {
+    let db = TestDb::sqlite();
+    let s = serve(&db, &["--session-ttl-secs", "1"]);
+    let cfg = tempfile::tempdir().unwrap();
+    ok(&ez(
+        cfg.path(),
+        &s.url,
+        &["auth", "signup", "--email", "dev@example.com"],
+        Some(PASSWORD),
+        &[],
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let err = fails(&ez(cfg.path(), &s.url, &["auth", "status"], None, &[]), 3);
+    assert!(
+        err.contains("expired") && err.contains("ezforge auth login"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_stops_gracefully_on_sigterm() {
+    let db = TestDb::sqlite();
+    let mut s = serve(&db, &[]);
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+#[test]
+fn serve_help_documents_every_option() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for opt in [
+        "--listen",
+        "--public-url",
+        "--data-dir",
+        "--database-url",
+        "--config",
+        "--signup",
+        "EZFORGE_LISTEN",
+        "EZFORGE_DATABASE_URL",
+    ] {
+        assert!(help.contains(opt), "serve --help lacks {opt}");
+    }
+}
