@@ -189,6 +189,38 @@ ezforge_testkit::backend_tests! {
         assert!(!raw.contains(&key[13..]));
     }
 
+    /// Secrets at rest are hashes: neither the API key nor the session token nor the password
+    /// appears anywhere in the database.
+    async fn secrets_are_stored_only_as_hashes(db) {
+        let t = TestServer::start(db).await;
+        let owner = t.owner_of("dev@example.com", "p1").await;
+        let key = t.key(&owner, "p1", DOCS_SCOPES, Environment::Live).await;
+        let invite = t.as_session(&owner).create_invite(None).await.unwrap();
+        let store = ezforge_store::SqlStore::open(&t.db.url, 1).await.unwrap();
+        let mut dump = String::new();
+        for table in ["users", "sessions", "invites", "projects", "project_members", "api_keys", "servers"] {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST({cols} AS TEXT) FROM {table}",
+                cols = match table {
+                    "users" => "id || email || password_hash",
+                    "sessions" => "token_hash || user_id",
+                    "invites" => "code_hash",
+                    "api_keys" => "secret_hash || display_prefix || name || scopes",
+                    _ => "'x'",
+                }
+            )))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            dump.push_str(&rows.join("\n"));
+        }
+        assert!(dump.contains(&ezforge_core::secret::hash(&key)), "the key's hash is what is stored");
+        for secret in [key.as_str(), &key[13..], owner.token.as_str(), PASSWORD, invite.code.as_str()] {
+            assert!(!dump.contains(secret), "a secret is stored in clear");
+        }
+        assert!(dump.contains("$argon2id$"));
+    }
+
     async fn sessions_cookie_csrf_and_sign_out(db) {
         let t = TestServer::start(db).await;
         let resp = t.raw().post(format!("{}/v1/auth/signup", t.url)).json(&serde_json::json!({"email": "dev@example.com", "password": PASSWORD})).send().await.unwrap();
