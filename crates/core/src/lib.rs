@@ -3,9 +3,12 @@
 
 pub mod api_key;
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod ids;
+pub mod jwt;
 pub mod model;
+pub mod oauth;
 pub mod password;
 pub mod principal;
 pub mod ratelimit;

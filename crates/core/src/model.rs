@@ -107,6 +107,60 @@ impl ApiKeyRow {
     }
 }
 
+/// Who may authorize an MCP client for a server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessPolicy {
+    /// Members of the server's project (the default).
+    #[default]
+    Members,
+    /// Any user of this instance.
+    Instance,
+    /// The listed email addresses and `@domain`s.
+    Allowlist(Vec<String>),
+}
+
+impl AccessPolicy {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AccessPolicy::Members => "members",
+            AccessPolicy::Instance => "instance",
+            AccessPolicy::Allowlist(_) => "allowlist",
+        }
+    }
+
+    pub fn allowlist(&self) -> &[String] {
+        match self {
+            AccessPolicy::Allowlist(list) => list,
+            _ => &[],
+        }
+    }
+
+    /// From the stored (or requested) kind and list.
+    pub fn from_parts(kind: &str, list: &[String]) -> Result<Self, String> {
+        match kind {
+            "members" => Ok(AccessPolicy::Members),
+            "instance" => Ok(AccessPolicy::Instance),
+            "allowlist" => Ok(AccessPolicy::Allowlist(list.to_vec())),
+            other => Err(format!(
+                "unknown access policy `{other}`; expected members, instance or allowlist"
+            )),
+        }
+    }
+
+    /// Whether `email` is on the allow-list (exact address or `@domain`).
+    pub fn lists(&self, email: &str) -> bool {
+        let email = email.to_lowercase();
+        self.allowlist().iter().any(|entry| {
+            let entry = entry.to_lowercase();
+            if entry.starts_with('@') {
+                email.ends_with(&entry)
+            } else {
+                entry == email
+            }
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerRow {
     pub id: String,
@@ -118,6 +172,7 @@ pub struct ServerRow {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub access_policy: AccessPolicy,
 }
 
 impl ServerRow {
@@ -131,6 +186,8 @@ impl ServerRow {
             created_by: self.created_by.clone(),
             created_at: to_datetime(self.created_at),
             updated_at: to_datetime(self.updated_at),
+            access_policy: self.access_policy.kind().to_string(),
+            access_allowlist: self.access_policy.allowlist().to_vec(),
         }
     }
 }

@@ -80,3 +80,23 @@ mod tests {
         assert!(l.check("a", 110).is_ok());
     }
 }
+
+/// Counts every request (not only failures) per key in fixed windows.
+pub struct WindowLimiter {
+    inner: FailureLimiter,
+}
+
+impl WindowLimiter {
+    pub fn new(max: u32, window_secs: i64, capacity: u64) -> Self {
+        WindowLimiter {
+            inner: FailureLimiter::new(max, window_secs, capacity),
+        }
+    }
+
+    /// Counts a request; `Err(retry_after_secs)` when the window's allowance is used up.
+    pub fn hit(&self, key: &str, now: i64) -> Result<(), u64> {
+        self.inner.check(key, now)?;
+        self.inner.record_failure(key, now);
+        Ok(())
+    }
+}

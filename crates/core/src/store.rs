@@ -2,6 +2,7 @@
 //! one test suite (in that crate) runs against both.
 
 use crate::model::*;
+use crate::oauth::model::*;
 use async_trait::async_trait;
 use ezforge_proto::{Environment, Role};
 
@@ -94,4 +95,56 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ServerRow>>;
     async fn update_server(&self, server: &ServerRow) -> StoreResult<()>;
     async fn delete_server(&self, server_id: &str) -> StoreResult<bool>;
+
+    /// A server anywhere on the instance, by slug (resource URIs name servers by slug).
+    async fn server_by_slug(&self, slug: &str) -> StoreResult<Option<ServerRow>>;
+    async fn server_by_id(&self, id: &str) -> StoreResult<Option<ServerRow>>;
+
+    // OAuth: signing keys
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
+    /// Sets `retired_at` on every key that has none and is not `except_kid`.
+    async fn retire_signing_keys(&self, except_kid: &str, at: i64) -> StoreResult<u64>;
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()>;
+
+    // OAuth: clients
+    async fn insert_client(&self, client: &ClientRow) -> StoreResult<()>;
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>>;
+    /// An unexpired public dynamic registration with this metadata hash.
+    async fn dynamic_client_by_metadata(
+        &self,
+        metadata_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<ClientRow>>;
+    /// Marks the client used: it no longer expires.
+    async fn touch_client(&self, client_id: &str, now: i64) -> StoreResult<()>;
+    async fn clients_of_project(&self, project_id: &str) -> StoreResult<Vec<ClientRow>>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+    async fn purge_expired_clients(&self, now: i64) -> StoreResult<u64>;
+
+    // OAuth: grants, codes, refresh tokens, consent
+    /// Inserts a grant and its authorization code in one transaction.
+    async fn insert_grant_with_code(&self, grant: &GrantRow, code: &CodeRow) -> StoreResult<()>;
+    async fn grant(&self, id: &str) -> StoreResult<Option<GrantRow>>;
+    async fn grants_of_server(&self, server_id: &str) -> StoreResult<Vec<GrantRow>>;
+    /// Revokes the grant (and so its codes and refresh family); false if already revoked.
+    async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
+    /// Spends a code atomically: the first caller gets `First`, every later one `Replayed`.
+    async fn use_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeUse>;
+    async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()>;
+    async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
+    /// Spends a refresh token and stores its successor atomically: at most one caller rotates.
+    async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        now: i64,
+        successor: &RefreshRow,
+    ) -> StoreResult<Rotation>;
+    async fn consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        server_id: &str,
+    ) -> StoreResult<Option<ConsentRow>>;
+    async fn upsert_consent(&self, consent: &ConsentRow) -> StoreResult<()>;
 }

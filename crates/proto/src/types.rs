@@ -212,10 +212,16 @@ pub struct CreateServerRequest {
     pub environment: Option<Environment>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateServerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Who may authorize MCP clients: `members` (of the project), `instance` (any user) or
+    /// `allowlist` (the emails and `@domains` in `access_allowlist`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_allowlist: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -230,6 +236,10 @@ pub struct Server {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// `members`, `instance` or `allowlist`.
+    pub access_policy: String,
+    #[serde(default)]
+    pub access_allowlist: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -2,6 +2,8 @@
 //! by default, PostgreSQL for several nodes. One portable set of migrations and queries serves
 //! both (`$N` placeholders, TEXT ids, BIGINT times and flags).
 
+mod oauth_rows;
+mod oauth_sql;
 mod rows;
 mod sql;
 

@@ -6,7 +6,7 @@ use ezforge_proto::{Environment, Role, Scope};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-fn bad(what: &str, value: &str) -> sqlx::Error {
+pub(crate) fn bad(what: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unexpected {what} `{value}` in the database").into())
 }
 
@@ -94,6 +94,16 @@ pub(crate) fn server(r: &AnyRow) -> Result<ServerRow, sqlx::Error> {
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        access_policy: {
+            let kind: String = r.try_get("access_policy")?;
+            let list: String = r.try_get("access_allowlist")?;
+            let list: Vec<String> = list
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            AccessPolicy::from_parts(&kind, &list).map_err(|_| bad("access policy", &kind))?
+        },
     })
 }
 

@@ -4,6 +4,7 @@ use crate::OpenError;
 use crate::rows::{self, backend, err};
 use async_trait::async_trait;
 use ezforge_core::model::*;
+use ezforge_core::oauth::model::*;
 use ezforge_core::store::{Store, StoreResult, UserAdmission};
 use ezforge_proto::{Environment, Role, Scope};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -25,7 +26,7 @@ macro_rules! key_cols {
 }
 macro_rules! server_cols {
     () => {
-        "id, project_id, name, slug, environment, created_by, created_at, updated_at"
+        "id, project_id, name, slug, environment, created_by, created_at, updated_at, access_policy, access_allowlist"
     };
 }
 
@@ -514,9 +515,11 @@ impl Store for SqlStore {
     }
 
     async fn update_server(&self, s: &ServerRow) -> StoreResult<()> {
-        sqlx::query("UPDATE servers SET name = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE servers SET name = $1, updated_at = $2, access_policy = $3, access_allowlist = $4 WHERE id = $5")
             .bind(&s.name)
             .bind(s.updated_at)
+            .bind(s.access_policy.kind())
+            .bind(s.access_policy.allowlist().join(","))
             .bind(&s.id)
             .execute(&self.pool)
             .await
@@ -531,6 +534,130 @@ impl Store for SqlStore {
             .await
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn server_by_slug(&self, slug: &str) -> StoreResult<Option<ServerRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                server_cols!(),
+                " FROM servers WHERE slug = $1"
+            ))
+            .bind(slug),
+            rows::server,
+        )
+        .await
+    }
+
+    async fn server_by_id(&self, id: &str) -> StoreResult<Option<ServerRow>> {
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                server_cols!(),
+                " FROM servers WHERE id = $1"
+            ))
+            .bind(id),
+            rows::server,
+        )
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+        crate::oauth_sql::signing_keys(&self.pool).await
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
+        crate::oauth_sql::insert_signing_key(&self.pool, key).await
+    }
+
+    async fn retire_signing_keys(&self, except_kid: &str, at: i64) -> StoreResult<u64> {
+        crate::oauth_sql::retire_signing_keys(&self.pool, except_kid, at).await
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()> {
+        crate::oauth_sql::delete_signing_key(&self.pool, kid).await
+    }
+
+    async fn insert_client(&self, client: &ClientRow) -> StoreResult<()> {
+        crate::oauth_sql::insert_client(&self.pool, client).await
+    }
+
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRow>> {
+        crate::oauth_sql::client(&self.pool, client_id).await
+    }
+
+    async fn dynamic_client_by_metadata(
+        &self,
+        metadata_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<ClientRow>> {
+        crate::oauth_sql::dynamic_client_by_metadata(&self.pool, metadata_hash, now).await
+    }
+
+    async fn touch_client(&self, client_id: &str, now: i64) -> StoreResult<()> {
+        crate::oauth_sql::touch_client(&self.pool, client_id, now).await
+    }
+
+    async fn clients_of_project(&self, project_id: &str) -> StoreResult<Vec<ClientRow>> {
+        crate::oauth_sql::clients_of_project(&self.pool, project_id).await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        crate::oauth_sql::delete_client(&self.pool, client_id).await
+    }
+
+    async fn purge_expired_clients(&self, now: i64) -> StoreResult<u64> {
+        crate::oauth_sql::purge_expired_clients(&self.pool, now).await
+    }
+
+    async fn insert_grant_with_code(&self, grant: &GrantRow, code: &CodeRow) -> StoreResult<()> {
+        crate::oauth_sql::insert_grant_with_code(&self.pool, grant, code).await
+    }
+
+    async fn grant(&self, id: &str) -> StoreResult<Option<GrantRow>> {
+        crate::oauth_sql::grant(&self.pool, id).await
+    }
+
+    async fn grants_of_server(&self, server_id: &str) -> StoreResult<Vec<GrantRow>> {
+        crate::oauth_sql::grants_of_server(&self.pool, server_id).await
+    }
+
+    async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool> {
+        crate::oauth_sql::revoke_grant(&self.pool, id, now, reason).await
+    }
+
+    async fn use_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeUse> {
+        crate::oauth_sql::use_code(&self.pool, code_hash, now).await
+    }
+
+    async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()> {
+        crate::oauth_sql::insert_refresh(&self.pool, token).await
+    }
+
+    async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>> {
+        crate::oauth_sql::refresh(&self.pool, token_hash).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        now: i64,
+        successor: &RefreshRow,
+    ) -> StoreResult<Rotation> {
+        crate::oauth_sql::rotate_refresh(&self.pool, token_hash, now, successor).await
+    }
+
+    async fn consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        server_id: &str,
+    ) -> StoreResult<Option<ConsentRow>> {
+        crate::oauth_sql::consent(&self.pool, user_id, client_id, server_id).await
+    }
+
+    async fn upsert_consent(&self, consent: &ConsentRow) -> StoreResult<()> {
+        crate::oauth_sql::upsert_consent(&self.pool, consent).await
     }
 }
 

@@ -166,6 +166,7 @@ ezforge_testkit::backend_tests! {
             created_by: owner.id.clone(),
             created_at: 1,
             updated_at: 1,
+            access_policy: Default::default(),
         };
         let live = mk("alpha", Environment::Live);
         store.insert_server(&live).await.unwrap();
@@ -176,9 +177,10 @@ ezforge_testkit::backend_tests! {
         let mut s = store.server(&p.id, "alpha").await.unwrap().unwrap();
         assert_eq!(s, live);
         s.name = "Alpha".into();
+        s.access_policy = AccessPolicy::Allowlist(vec!["a@example.com".into(), "@corp.example".into()]);
         s.updated_at = 9;
         store.update_server(&s).await.unwrap();
-        assert_eq!(store.server(&p.id, &s.id).await.unwrap().unwrap().name, "Alpha");
+        assert_eq!(store.server(&p.id, &s.id).await.unwrap().unwrap(), s);
         assert!(store.server("prj_other", "alpha").await.unwrap().is_none());
         assert!(store.delete_server(&s.id).await.unwrap());
         assert!(store.server(&p.id, "alpha").await.unwrap().is_none());

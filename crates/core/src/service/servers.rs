@@ -4,7 +4,7 @@
 use super::Core;
 use super::access::{Need, check_environment};
 use crate::error::CoreError;
-use crate::model::ServerRow;
+use crate::model::{AccessPolicy, ServerRow};
 use crate::principal::Principal;
 use crate::store::StoreError;
 use crate::{ids, validate};
@@ -52,6 +52,7 @@ impl Core {
             created_by: principal.actor_id().to_string(),
             created_at: now,
             updated_at: now,
+            access_policy: AccessPolicy::Members,
         };
         self.store
             .insert_server(&server)
@@ -106,11 +107,32 @@ impl Core {
         principal: &Principal,
         project: &str,
         server: &str,
-        name: Option<&str>,
+        update: &ezforge_proto::UpdateServerRequest,
     ) -> Result<ServerRow, CoreError> {
         let mut server = self.get_server(principal, project, server).await?;
-        if let Some(name) = name {
+        if let Some(name) = &update.name {
             server.name = validate::display_name("name", name)?;
+        }
+        if update.access_policy.is_some() || update.access_allowlist.is_some() {
+            let kind = update
+                .access_policy
+                .clone()
+                .unwrap_or_else(|| server.access_policy.kind().to_string());
+            let list = match &update.access_allowlist {
+                Some(list) => list
+                    .iter()
+                    .map(|e| allowlist_entry(e))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => server.access_policy.allowlist().to_vec(),
+            };
+            server.access_policy = AccessPolicy::from_parts(&kind, &list)
+                .map_err(|m| CoreError::invalid("access_policy", m))?;
+            if matches!(&server.access_policy, AccessPolicy::Allowlist(l) if l.is_empty()) {
+                return Err(CoreError::invalid(
+                    "access_allowlist",
+                    "an allowlist policy needs at least one email or @domain",
+                ));
+            }
         }
         server.updated_at = self.clock.now();
         self.store.update_server(&server).await?;
@@ -127,4 +149,28 @@ impl Core {
         self.store.delete_server(&server.id).await?;
         Ok(server)
     }
+}
+
+/// An allow-list entry: an email address or `@domain`.
+fn allowlist_entry(entry: &str) -> Result<String, CoreError> {
+    let e = entry.trim().to_lowercase();
+    if let Some(domain) = e.strip_prefix('@') {
+        if !domain.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && !domain.contains(',')
+        {
+            return Ok(e);
+        }
+        return Err(CoreError::invalid(
+            "access_allowlist",
+            format!("`{entry}` is not an @domain"),
+        ));
+    }
+    validate::email(&e).map_err(|_| {
+        CoreError::invalid(
+            "access_allowlist",
+            format!("`{entry}` is neither an email nor an @domain"),
+        )
+    })
 }

@@ -95,7 +95,7 @@ pub async fn update_server(
     Ok(Json(
         state
             .core
-            .update_server(&caller.principal, &project, &server, req.name.as_deref())
+            .update_server(&caller.principal, &project, &server, &req)
             .await?
             .to_api(),
     ))

@@ -1,0 +1,326 @@
+//! Client identity: dynamic registration (RFC 7591), clients registered by project owners, and
+//! client authentication at the token endpoint.
+
+use super::model::{ClientKind, ClientRow};
+use super::{OAuth, OAuthError, redirect, scope};
+use crate::{ids, secret};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The metadata a client may register (RFC 7591 §2). Unknown fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientMetadata {
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub client_name: Option<String>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub application_type: Option<String>,
+    pub scope: Option<String>,
+    pub client_uri: Option<String>,
+    pub logo_uri: Option<String>,
+    pub contacts: Option<Vec<String>>,
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+}
+
+const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
+
+/// A registration's outcome: the client and, for a confidential one, its secret (shown once).
+pub struct Registered {
+    pub client: ClientRow,
+    pub secret: Option<String>,
+}
+
+impl Registered {
+    /// The RFC 7591 §3.2.1 response body.
+    pub fn response(&self) -> Value {
+        let mut body = self.client.metadata.clone();
+        body["client_id"] = json!(self.client.client_id);
+        body["client_id_issued_at"] = json!(self.client.created_at);
+        if let Some(secret) = &self.secret {
+            body["client_secret"] = json!(secret);
+            body["client_secret_expires_at"] = json!(0);
+        }
+        body
+    }
+}
+
+/// Validated, normalized metadata with defaults applied, as stored and echoed.
+fn normalize(m: &ClientMetadata) -> Result<Value, OAuthError> {
+    let bad = |msg: String| OAuthError::InvalidClientMetadata(msg);
+    if m.redirect_uris.is_empty() {
+        return Err(OAuthError::InvalidRedirectUri(
+            "redirect_uris must list at least one URI".into(),
+        ));
+    }
+    for uri in &m.redirect_uris {
+        redirect::validate(uri).map_err(OAuthError::InvalidRedirectUri)?;
+    }
+    let method = m
+        .token_endpoint_auth_method
+        .clone()
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !AUTH_METHODS.contains(&method.as_str()) {
+        return Err(bad(format!(
+            "token_endpoint_auth_method must be one of {}",
+            AUTH_METHODS.join(", ")
+        )));
+    }
+    let grant_types = m
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| vec!["authorization_code".into()]);
+    if grant_types.is_empty()
+        || grant_types
+            .iter()
+            .any(|g| !GRANT_TYPES.contains(&g.as_str()))
+    {
+        return Err(bad(format!(
+            "grant_types must be drawn from {}",
+            GRANT_TYPES.join(", ")
+        )));
+    }
+    if !grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(bad("grant_types must include authorization_code".into()));
+    }
+    let response_types = m
+        .response_types
+        .clone()
+        .unwrap_or_else(|| vec!["code".into()]);
+    if response_types != ["code"] {
+        return Err(bad("response_types must be [\"code\"]".into()));
+    }
+    let application_type = m.application_type.clone().unwrap_or_else(|| "web".into());
+    if application_type != "web" && application_type != "native" {
+        return Err(bad("application_type must be web or native".into()));
+    }
+    if let Some(s) = &m.scope {
+        scope::parse(s).map_err(|unknown| {
+            bad(format!(
+                "unknown scope {}; valid: {}",
+                unknown.join(", "),
+                scope::ALL.join(" ")
+            ))
+        })?;
+    }
+    if let Some(name) = &m.client_name
+        && (name.chars().count() > 200 || name.chars().any(char::is_control))
+    {
+        return Err(bad(
+            "client_name must be at most 200 printable characters".into()
+        ));
+    }
+    let mut out = json!({
+        "redirect_uris": m.redirect_uris,
+        "token_endpoint_auth_method": method,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "application_type": application_type,
+    });
+    for (k, v) in [
+        ("client_name", m.client_name.clone().map(Value::from)),
+        ("scope", m.scope.clone().map(Value::from)),
+        ("client_uri", m.client_uri.clone().map(Value::from)),
+        ("logo_uri", m.logo_uri.clone().map(Value::from)),
+        ("contacts", m.contacts.clone().map(Value::from)),
+        ("software_id", m.software_id.clone().map(Value::from)),
+        (
+            "software_version",
+            m.software_version.clone().map(Value::from),
+        ),
+    ] {
+        if let Some(v) = v {
+            out[k] = v;
+        }
+    }
+    Ok(out)
+}
+
+fn list(v: &Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl OAuth {
+    /// Dynamic client registration. Identical public registrations from anyone return the same
+    /// client; registrations never used expire.
+    pub async fn register(
+        &self,
+        metadata: &ClientMetadata,
+        client_addr: &str,
+    ) -> Result<Registered, OAuthError> {
+        let now = self.now();
+        self.register_limiter
+            .hit(&format!("register:{client_addr}"), now)
+            .map_err(|retry_after| OAuthError::RateLimited { retry_after })?;
+        let normalized = normalize(metadata)?;
+        let hash = secret::hash(&normalized.to_string());
+        let method = normalized["token_endpoint_auth_method"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        if method == "none"
+            && let Some(existing) = self.store.dynamic_client_by_metadata(&hash, now).await?
+        {
+            return Ok(Registered {
+                client: existing,
+                secret: None,
+            });
+        }
+        let (secret, secret_hash) = new_secret(&method);
+        let client = ClientRow {
+            client_id: ids::new_id("mcp"),
+            kind: ClientKind::Dynamic,
+            project_id: None,
+            client_name: metadata.client_name.clone(),
+            redirect_uris: list(&normalized, "redirect_uris"),
+            grant_types: list(&normalized, "grant_types"),
+            token_endpoint_auth_method: method,
+            application_type: normalized["application_type"]
+                .as_str()
+                .unwrap_or("web")
+                .to_string(),
+            metadata: normalized,
+            metadata_hash: hash,
+            secret_hash,
+            created_by: None,
+            created_at: now,
+            last_used_at: None,
+            expires_at: Some(now + self.settings.unused_client_ttl_secs),
+        };
+        self.store.insert_client(&client).await?;
+        tracing::info!(client_id = %client.client_id, "client registered");
+        Ok(Registered { client, secret })
+    }
+
+    /// A client registered by a project owner (the caller checks ownership). It never expires.
+    pub async fn create_registered_client(
+        &self,
+        project_id: &str,
+        created_by: &str,
+        metadata: &ClientMetadata,
+    ) -> Result<Registered, OAuthError> {
+        let normalized = normalize(metadata)?;
+        let method = normalized["token_endpoint_auth_method"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        let (secret, secret_hash) = new_secret(&method);
+        let client = ClientRow {
+            client_id: ids::new_id("mcp"),
+            kind: ClientKind::Registered,
+            project_id: Some(project_id.to_string()),
+            client_name: metadata.client_name.clone(),
+            redirect_uris: list(&normalized, "redirect_uris"),
+            grant_types: list(&normalized, "grant_types"),
+            token_endpoint_auth_method: method,
+            application_type: normalized["application_type"]
+                .as_str()
+                .unwrap_or("web")
+                .to_string(),
+            metadata_hash: secret::hash(&normalized.to_string()),
+            metadata: normalized,
+            secret_hash,
+            created_by: Some(created_by.to_string()),
+            created_at: self.now(),
+            last_used_at: None,
+            expires_at: None,
+        };
+        self.store.insert_client(&client).await?;
+        Ok(Registered { client, secret })
+    }
+
+    /// A client usable now: known, and not an expired unused registration.
+    pub async fn client(&self, client_id: &str) -> Result<Option<ClientRow>, OAuthError> {
+        let now = self.now();
+        Ok(self
+            .store
+            .client(client_id)
+            .await?
+            .filter(|c| c.expires_at.is_none_or(|e| e > now)))
+    }
+
+    /// Authenticates the caller of the token, revocation or introspection endpoint.
+    pub async fn authenticate_client(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Result<ClientRow, OAuthError> {
+        let id = match (&creds.basic, &creds.form_id) {
+            (Some((basic_id, _)), Some(form_id)) if basic_id != form_id => {
+                return Err(OAuthError::InvalidClient(
+                    "client_id in the body differs from the Authorization header".into(),
+                ));
+            }
+            (Some((basic_id, _)), _) => basic_id.clone(),
+            (None, Some(form_id)) => form_id.clone(),
+            (None, None) => return Err(OAuthError::InvalidClient("no client_id".into())),
+        };
+        let client = self
+            .client(&id)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidClient("unknown client".into()))?;
+        let presented = creds
+            .basic
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .or_else(|| creds.form_secret.clone())
+            .filter(|s| !s.is_empty());
+        match (&client.secret_hash, presented) {
+            (None, None) => Ok(client),
+            (None, Some(_)) => Err(OAuthError::InvalidClient(
+                "this is a public client; it has no secret to send".into(),
+            )),
+            (Some(_), None) => Err(OAuthError::InvalidClient(
+                "client authentication required".into(),
+            )),
+            (Some(hash), Some(s)) if secret::ct_eq(hash, &secret::hash(&s)) => Ok(client),
+            (Some(_), Some(_)) => Err(OAuthError::InvalidClient(
+                "client authentication failed".into(),
+            )),
+        }
+    }
+
+    pub async fn clients_of_project(&self, project_id: &str) -> Result<Vec<ClientRow>, OAuthError> {
+        Ok(self.store.clients_of_project(project_id).await?)
+    }
+
+    pub async fn delete_client(
+        &self,
+        project_id: &str,
+        client_id: &str,
+    ) -> Result<bool, OAuthError> {
+        match self.store.client(client_id).await? {
+            Some(c) if c.project_id.as_deref() == Some(project_id) => {
+                Ok(self.store.delete_client(client_id).await?)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn new_secret(method: &str) -> (Option<String>, Option<String>) {
+    if method == "none" {
+        return (None, None);
+    }
+    let s = format!("ezf_cs_{}", ids::random_base62(40));
+    let h = secret::hash(&s);
+    (Some(s), Some(h))
+}
+
+/// What the caller presented to authenticate as a client.
+#[derive(Debug, Default, Clone)]
+pub struct ClientCredentials {
+    /// From `Authorization: Basic` (already form-decoded).
+    pub basic: Option<(String, String)>,
+    pub form_id: Option<String>,
+    pub form_secret: Option<String>,
+}

@@ -1,0 +1,129 @@
+//! The OAuth 2.1 authorization server for MCP clients (managed mode): client registration,
+//! authorization with PKCE and consent, the token endpoint with refresh rotation, ES256 access
+//! tokens (RFC 9068), revocation and introspection.
+
+pub mod authorize;
+pub mod clients;
+mod error;
+pub mod introspect;
+pub mod keys;
+pub mod model;
+pub mod redirect;
+pub mod scope;
+pub mod token;
+
+pub use error::OAuthError;
+
+use crate::clock::Clock;
+use crate::crypto::MasterKey;
+use crate::ratelimit::WindowLimiter;
+use crate::store::Store;
+use keys::KeyRing;
+use std::sync::Arc;
+
+/// Lifetimes and limits; defaults follow the documentation's table.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// The issuer: this server's public origin, e.g. `https://auth.example.com`.
+    pub issuer: String,
+    /// Resource URIs are `{resource_base}/mcp/{slug}`.
+    pub resource_base: String,
+    /// Access token: 15 minutes.
+    pub access_token_ttl_secs: i64,
+    /// Refresh token: 30 days, rotated on use.
+    pub refresh_token_ttl_secs: i64,
+    /// Authorization code: 5 minutes, single use.
+    pub code_ttl_secs: i64,
+    /// A retry with a refresh token spent less than this long ago gets the same successor.
+    pub refresh_grace_secs: i64,
+    /// Dynamic registrations never used are deleted after this long.
+    pub unused_client_ttl_secs: i64,
+    /// A new signing key is published this long before it starts signing.
+    pub key_publish_secs: i64,
+    /// Registrations per client address per 10 minutes.
+    pub register_per_window: u32,
+    /// Token requests per client address per minute.
+    pub token_per_window: u32,
+}
+
+impl OAuthSettings {
+    pub fn new(issuer: &str) -> Self {
+        OAuthSettings {
+            issuer: issuer.trim_end_matches('/').to_string(),
+            resource_base: issuer.trim_end_matches('/').to_string(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            code_ttl_secs: 5 * 60,
+            refresh_grace_secs: 30,
+            unused_client_ttl_secs: 24 * 3600,
+            key_publish_secs: 10 * 60,
+            register_per_window: 30,
+            token_per_window: 600,
+        }
+    }
+}
+
+pub struct OAuth {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: OAuthSettings,
+    master: MasterKey,
+    keys: KeyRing,
+    register_limiter: WindowLimiter,
+    token_limiter: WindowLimiter,
+}
+
+impl OAuth {
+    /// Loads (or, on first start, creates) the signing keys.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: OAuthSettings,
+        master: MasterKey,
+    ) -> Result<Self, OAuthError> {
+        let keys = KeyRing::default();
+        let oauth = OAuth {
+            register_limiter: WindowLimiter::new(settings.register_per_window, 600, 100_000),
+            token_limiter: WindowLimiter::new(settings.token_per_window, 60, 100_000),
+            store,
+            clock,
+            settings,
+            master,
+            keys,
+        };
+        oauth.ensure_signing_key().await?;
+        Ok(oauth)
+    }
+
+    pub fn settings(&self) -> &OAuthSettings {
+        &self.settings
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// The canonical resource URI of the server with `slug`.
+    pub fn resource_uri(&self, slug: &str) -> String {
+        format!("{}/mcp/{slug}", self.settings.resource_base)
+    }
+
+    /// The slug named by a canonical resource URI, if it is one of ours.
+    pub fn slug_of_resource<'a>(&self, resource: &'a str) -> Option<&'a str> {
+        let rest = resource
+            .strip_prefix(&self.settings.resource_base)?
+            .strip_prefix("/mcp/")?;
+        (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Housekeeping: unused registrations, keys no token can need any more.
+    pub async fn housekeeping(&self) -> Result<(), OAuthError> {
+        self.store.purge_expired_clients(self.now()).await?;
+        self.prune_keys().await?;
+        self.reload_keys().await
+    }
+}

@@ -1,0 +1,135 @@
+//! The authorization server's stored records.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    /// The public JWK, as JSON.
+    pub public_jwk: String,
+    /// PKCS#8, sealed with the master key.
+    pub private_key: String,
+    pub created_at: i64,
+    /// Published from `created_at`; used for signing from here on.
+    pub signs_from: i64,
+    /// No longer signs from here on; stays published until its tokens have expired.
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Registered through `/register` (RFC 7591).
+    Dynamic,
+    /// Created by a project owner through `/v1`.
+    Registered,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Dynamic => "dynamic",
+            ClientKind::Registered => "registered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub kind: ClientKind,
+    pub project_id: Option<String>,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub token_endpoint_auth_method: String,
+    /// `web` or `native`.
+    pub application_type: String,
+    /// The registered metadata as echoed to the client (RFC 7591 §3.2.1).
+    pub metadata: serde_json::Value,
+    /// SHA-256 of the canonical request metadata, for idempotent registration.
+    pub metadata_hash: String,
+    pub secret_hash: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+impl ClientRow {
+    pub fn is_public(&self) -> bool {
+        self.token_endpoint_auth_method == "none"
+    }
+    pub fn display_name(&self) -> &str {
+        self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub server_id: String,
+    /// The canonical resource URI, the tokens' audience.
+    pub resource: String,
+    /// Space-separated granted scopes.
+    pub scope: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRow {
+    pub code_hash: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub token_hash: String,
+    pub grant_id: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub successor_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRow {
+    pub user_id: String,
+    pub client_id: String,
+    pub server_id: String,
+    pub scope: String,
+    pub created_at: i64,
+}
+
+/// What happened when a code was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeUse {
+    /// First use: the code is now spent.
+    First(CodeRow),
+    /// Already spent: a replay.
+    Replayed(CodeRow),
+    Unknown,
+}
+
+/// What happened when a refresh token was presented for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// First use: spent now, successor stored.
+    Rotated(RefreshRow),
+    /// Spent before (the row as stored, with when and what replaced it).
+    AlreadyUsed(RefreshRow),
+    Unknown,
+}

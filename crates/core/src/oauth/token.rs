@@ -1,0 +1,356 @@
+//! The token endpoint: authorization codes and refresh tokens in, ES256 access tokens out.
+
+use super::clients::ClientCredentials;
+use super::model::{ClientRow, CodeUse, GrantRow, RefreshRow, Rotation};
+use super::{OAuth, OAuthError, scope};
+use crate::{crypto, ids, secret};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The form body of `POST /token`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenParams {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// The claims of an ezForge access token (RFC 9068), plus `gid`, the grant it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub gid: String,
+}
+
+const REFRESH_SUCCESSOR: &str = "ezforge-refresh-successor-v1";
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+impl OAuth {
+    pub async fn token(
+        &self,
+        p: &TokenParams,
+        creds: &ClientCredentials,
+        client_addr: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        self.token_limiter
+            .hit(&format!("token:{client_addr}"), self.now())
+            .map_err(|retry_after| OAuthError::RateLimited { retry_after })?;
+        let client = self.authenticate_client(creds).await?;
+        match p.grant_type.as_deref() {
+            Some("authorization_code") => self.exchange_code(p, &client).await,
+            Some("refresh_token") => {
+                if !client.grant_types.iter().any(|g| g == "refresh_token") {
+                    return Err(OAuthError::UnauthorizedClient(
+                        "this client did not register the refresh_token grant".into(),
+                    ));
+                }
+                self.refresh(p, &client).await
+            }
+            Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
+                "grant_type `{other}` is not supported; use authorization_code or refresh_token"
+            ))),
+            None => Err(OAuthError::InvalidRequest("grant_type is required".into())),
+        }
+    }
+
+    async fn exchange_code(
+        &self,
+        p: &TokenParams,
+        client: &ClientRow,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = p
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+        let verifier = p.code_verifier.as_deref().unwrap_or_default();
+        if verifier.is_empty() {
+            return Err(OAuthError::InvalidRequest(
+                "code_verifier is required (PKCE)".into(),
+            ));
+        }
+        let now = self.now();
+        let code = match self.store.use_code(&secret::hash(code), now).await? {
+            CodeUse::First(code) => code,
+            CodeUse::Replayed(code) => {
+                // A second presentation means the code leaked: end everything issued from it.
+                if self
+                    .store
+                    .revoke_grant(&code.grant_id, now, "authorization code replayed")
+                    .await?
+                {
+                    tracing::warn!(grant_id = %code.grant_id, "authorization code replayed; grant revoked");
+                }
+                return Err(OAuthError::InvalidGrant(
+                    "the authorization code was already used".into(),
+                ));
+            }
+            CodeUse::Unknown => {
+                return Err(OAuthError::InvalidGrant(
+                    "unknown authorization code".into(),
+                ));
+            }
+        };
+        if code.client_id != client.client_id {
+            return Err(OAuthError::InvalidGrant(
+                "the authorization code was issued to another client".into(),
+            ));
+        }
+        if code.expires_at <= now {
+            return Err(OAuthError::InvalidGrant(
+                "the authorization code expired".into(),
+            ));
+        }
+        if p.redirect_uri
+            .as_deref()
+            .is_some_and(|r| r != code.redirect_uri)
+        {
+            return Err(OAuthError::InvalidGrant(
+                "redirect_uri differs from the authorization request".into(),
+            ));
+        }
+        if !valid_verifier(verifier) || !secret::ct_eq(&s256(verifier), &code.code_challenge) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier does not match the code_challenge".into(),
+            ));
+        }
+        let grant = self.live_grant(&code.grant_id, client).await?;
+        if p.resource.as_deref().is_some_and(|r| r != grant.resource) {
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the authorization request".into(),
+            ));
+        }
+        let refresh_token = if self.issues_refresh(client, &grant.scope) {
+            let token = format!("ezf_rt_{}", secret::random_token());
+            self.store
+                .insert_refresh(&self.refresh_row(&token, &grant.id, &grant.scope, now))
+                .await?;
+            Some(token)
+        } else {
+            None
+        };
+        self.respond(&grant, &grant.scope, refresh_token)
+    }
+
+    async fn refresh(
+        &self,
+        p: &TokenParams,
+        client: &ClientRow,
+    ) -> Result<TokenResponse, OAuthError> {
+        let token = p
+            .refresh_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+        let now = self.now();
+        let hash = secret::hash(token);
+        let row = self
+            .store
+            .refresh(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
+        let grant = self.live_grant(&row.grant_id, client).await?;
+        if row.expires_at <= now {
+            return Err(OAuthError::InvalidGrant("the refresh token expired".into()));
+        }
+        if p.resource.as_deref().is_some_and(|r| r != grant.resource) {
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the one this grant is for".into(),
+            ));
+        }
+        // Scopes can only narrow, and only for the access token: the family keeps its scope.
+        let access_scope = match p.scope.as_deref().filter(|s| !s.is_empty()) {
+            Some(requested) => {
+                let parsed = scope::parse(requested).map_err(|u| {
+                    OAuthError::InvalidScope(format!("unknown scope {}", u.join(", ")))
+                })?;
+                let joined = scope::join(&parsed);
+                if !scope::is_subset(&joined, &row.scope) {
+                    return Err(OAuthError::InvalidScope(
+                        "a refresh cannot add scopes that were not granted".into(),
+                    ));
+                }
+                joined
+            }
+            None => row.scope.clone(),
+        };
+        // The successor is derived from the token itself, so a retry can be given the same one.
+        let successor = format!(
+            "ezf_rt_{}",
+            crypto::mac(&self.master.derive(REFRESH_SUCCESSOR), token.as_bytes())
+        );
+        let successor_row = self.refresh_row(&successor, &grant.id, &row.scope, now);
+        match self
+            .store
+            .rotate_refresh(&hash, now, &successor_row)
+            .await?
+        {
+            Rotation::Rotated(_) => self.respond(&grant, &access_scope, Some(successor)),
+            Rotation::AlreadyUsed(spent) => {
+                let within_grace = spent
+                    .used_at
+                    .is_some_and(|t| now - t <= self.settings.refresh_grace_secs);
+                let successor_unused = match &spent.successor_hash {
+                    Some(h) if *h == successor_row.token_hash => self
+                        .store
+                        .refresh(h)
+                        .await?
+                        .is_some_and(|s| s.used_at.is_none()),
+                    _ => false,
+                };
+                if within_grace && successor_unused {
+                    // A retry after a lost response: the same successor, never a second chain.
+                    return self.respond(&grant, &access_scope, Some(successor));
+                }
+                if self
+                    .store
+                    .revoke_grant(&grant.id, now, "refresh token reused")
+                    .await?
+                {
+                    tracing::warn!(grant_id = %grant.id, "refresh token reused; token family revoked");
+                }
+                Err(OAuthError::InvalidGrant(
+                    "the refresh token was already used".into(),
+                ))
+            }
+            Rotation::Unknown => Err(OAuthError::InvalidGrant("unknown refresh token".into())),
+        }
+    }
+
+    fn refresh_row(&self, token: &str, grant_id: &str, scope: &str, now: i64) -> RefreshRow {
+        RefreshRow {
+            token_hash: secret::hash(token),
+            grant_id: grant_id.to_string(),
+            scope: scope.to_string(),
+            created_at: now,
+            expires_at: now + self.settings.refresh_token_ttl_secs,
+            used_at: None,
+            successor_hash: None,
+        }
+    }
+
+    /// Refresh tokens go to clients that registered the grant and were granted `offline_access`.
+    fn issues_refresh(&self, client: &ClientRow, granted: &str) -> bool {
+        client.grant_types.iter().any(|g| g == "refresh_token")
+            && granted.split(' ').any(|s| s == scope::OFFLINE_ACCESS)
+    }
+
+    async fn live_grant(&self, grant_id: &str, client: &ClientRow) -> Result<GrantRow, OAuthError> {
+        let grant = self
+            .store
+            .grant(grant_id)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("the grant no longer exists".into()))?;
+        if grant.revoked_at.is_some() {
+            return Err(OAuthError::InvalidGrant("the grant was revoked".into()));
+        }
+        if grant.client_id != client.client_id {
+            return Err(OAuthError::InvalidGrant(
+                "the grant belongs to another client".into(),
+            ));
+        }
+        Ok(grant)
+    }
+
+    fn respond(
+        &self,
+        grant: &GrantRow,
+        scope: &str,
+        refresh_token: Option<String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let access_token = self.mint_access_token(grant, scope)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.settings.access_token_ttl_secs,
+            refresh_token,
+            scope: scope.to_string(),
+        })
+    }
+
+    /// An RFC 9068 access token for `grant` with `scope`.
+    pub fn mint_access_token(&self, grant: &GrantRow, scope: &str) -> Result<String, OAuthError> {
+        let now = self.now();
+        let claims = AccessClaims {
+            iss: self.issuer().to_string(),
+            sub: grant.user_id.clone(),
+            aud: grant.resource.clone(),
+            client_id: grant.client_id.clone(),
+            scope: scope.to_string(),
+            jti: ids::new_id("at"),
+            iat: now,
+            exp: now + self.settings.access_token_ttl_secs,
+            gid: grant.id.clone(),
+        };
+        let claims =
+            serde_json::to_value(&claims).map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.current_key()?
+            .sign("at+jwt", &claims)
+            .map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    /// Verifies one of our access tokens: signature, `typ`, issuer, expiry, and (when given) the
+    /// audience; then that its grant is still live.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+        resource: Option<&str>,
+    ) -> Result<AccessClaims, OAuthError> {
+        let invalid = |m: &str| OAuthError::InvalidGrant(m.to_string());
+        let verified = crate::jwt::verify(token, |kid| self.find_jwk(kid))
+            .map_err(|e| invalid(&e.to_string()))?;
+        if verified.header.get("typ").and_then(|t| t.as_str()) != Some("at+jwt") {
+            return Err(invalid("not an access token"));
+        }
+        let claims: AccessClaims =
+            serde_json::from_value(verified.claims).map_err(|_| invalid("malformed claims"))?;
+        if claims.iss != self.issuer() {
+            return Err(invalid("wrong issuer"));
+        }
+        if claims.exp <= self.now() {
+            return Err(invalid("expired"));
+        }
+        if resource.is_some_and(|r| r != claims.aud) {
+            return Err(invalid("the token is for another resource"));
+        }
+        let grant = self.store.grant(&claims.gid).await?;
+        if !grant.is_some_and(|g| g.revoked_at.is_none()) {
+            return Err(invalid("the grant was revoked"));
+        }
+        Ok(claims)
+    }
+}

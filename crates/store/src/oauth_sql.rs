@@ -1,0 +1,410 @@
+//! SQL for the authorization server's tables. Called from the `Store` impl in `sql.rs`.
+
+use crate::oauth_rows as rows;
+use crate::rows::{backend, err};
+use ezforge_core::oauth::model::*;
+use ezforge_core::store::StoreResult;
+use sqlx::AnyPool;
+
+macro_rules! client_cols {
+    () => {
+        "client_id, kind, project_id, client_name, redirect_uris, grant_types, token_endpoint_auth_method, application_type, metadata, metadata_hash, secret_hash, created_by, created_at, last_used_at, expires_at"
+    };
+}
+macro_rules! grant_cols {
+    () => {
+        "id, user_id, client_id, server_id, resource, scope, created_at, last_used_at, revoked_at, revoked_reason"
+    };
+}
+macro_rules! code_cols {
+    () => {
+        "code_hash, grant_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at"
+    };
+}
+macro_rules! refresh_cols {
+    () => {
+        "token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash"
+    };
+}
+
+fn json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) async fn signing_keys(pool: &AnyPool) -> StoreResult<Vec<SigningKeyRow>> {
+    let rs = sqlx::query("SELECT kid, public_jwk, private_key, created_at, signs_from, retired_at FROM signing_keys ORDER BY created_at, kid")
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+    rs.iter()
+        .map(|r| rows::signing_key(r).map_err(backend))
+        .collect()
+}
+
+pub(crate) async fn insert_signing_key(pool: &AnyPool, k: &SigningKeyRow) -> StoreResult<()> {
+    sqlx::query("INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, signs_from, retired_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&k.kid)
+        .bind(&k.public_jwk)
+        .bind(&k.private_key)
+        .bind(k.created_at)
+        .bind(k.signs_from)
+        .bind(k.retired_at)
+        .execute(pool)
+        .await
+        .map_err(err("signing key"))?;
+    Ok(())
+}
+
+pub(crate) async fn retire_signing_keys(pool: &AnyPool, except: &str, at: i64) -> StoreResult<u64> {
+    let r = sqlx::query(
+        "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid <> $2",
+    )
+    .bind(at)
+    .bind(except)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(r.rows_affected())
+}
+
+pub(crate) async fn delete_signing_key(pool: &AnyPool, kid: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+        .bind(kid)
+        .execute(pool)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) async fn insert_client(pool: &AnyPool, c: &ClientRow) -> StoreResult<()> {
+    sqlx::query(concat!(
+        "INSERT INTO oauth_clients (",
+        client_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ))
+    .bind(&c.client_id)
+    .bind(c.kind.as_str())
+    .bind(&c.project_id)
+    .bind(&c.client_name)
+    .bind(json(&c.redirect_uris))
+    .bind(json(&c.grant_types))
+    .bind(&c.token_endpoint_auth_method)
+    .bind(&c.application_type)
+    .bind(c.metadata.to_string())
+    .bind(&c.metadata_hash)
+    .bind(&c.secret_hash)
+    .bind(&c.created_by)
+    .bind(c.created_at)
+    .bind(c.last_used_at)
+    .bind(c.expires_at)
+    .execute(pool)
+    .await
+    .map_err(err("client"))?;
+    Ok(())
+}
+
+pub(crate) async fn client(pool: &AnyPool, id: &str) -> StoreResult<Option<ClientRow>> {
+    let r = sqlx::query(concat!(
+        "SELECT ",
+        client_cols!(),
+        " FROM oauth_clients WHERE client_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    r.map(|r| rows::client(&r).map_err(backend)).transpose()
+}
+
+pub(crate) async fn dynamic_client_by_metadata(
+    pool: &AnyPool,
+    hash: &str,
+    now: i64,
+) -> StoreResult<Option<ClientRow>> {
+    let r = sqlx::query(concat!(
+        "SELECT ",
+        client_cols!(),
+        " FROM oauth_clients WHERE metadata_hash = $1 AND kind = 'dynamic' AND token_endpoint_auth_method = 'none'
+          AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC LIMIT 1"
+    ))
+    .bind(hash)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    r.map(|r| rows::client(&r).map_err(backend)).transpose()
+}
+
+pub(crate) async fn touch_client(pool: &AnyPool, id: &str, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE oauth_clients SET last_used_at = $1, expires_at = NULL WHERE client_id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) async fn clients_of_project(
+    pool: &AnyPool,
+    project_id: &str,
+) -> StoreResult<Vec<ClientRow>> {
+    let rs = sqlx::query(concat!(
+        "SELECT ",
+        client_cols!(),
+        " FROM oauth_clients WHERE project_id = $1 ORDER BY created_at"
+    ))
+    .bind(project_id)
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    rs.iter()
+        .map(|r| rows::client(r).map_err(backend))
+        .collect()
+}
+
+pub(crate) async fn delete_client(pool: &AnyPool, id: &str) -> StoreResult<bool> {
+    let r = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(backend)?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(crate) async fn purge_expired_clients(pool: &AnyPool, now: i64) -> StoreResult<u64> {
+    let r =
+        sqlx::query("DELETE FROM oauth_clients WHERE expires_at IS NOT NULL AND expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(backend)?;
+    Ok(r.rows_affected())
+}
+
+pub(crate) async fn insert_grant_with_code(
+    pool: &AnyPool,
+    g: &GrantRow,
+    c: &CodeRow,
+) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    sqlx::query(concat!(
+        "INSERT INTO oauth_grants (",
+        grant_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(&g.id)
+    .bind(&g.user_id)
+    .bind(&g.client_id)
+    .bind(&g.server_id)
+    .bind(&g.resource)
+    .bind(&g.scope)
+    .bind(g.created_at)
+    .bind(g.last_used_at)
+    .bind(g.revoked_at)
+    .bind(&g.revoked_reason)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("grant"))?;
+    sqlx::query(concat!(
+        "INSERT INTO oauth_codes (",
+        code_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(&c.code_hash)
+    .bind(&c.grant_id)
+    .bind(&c.client_id)
+    .bind(&c.redirect_uri)
+    .bind(&c.code_challenge)
+    .bind(c.created_at)
+    .bind(c.expires_at)
+    .bind(c.used_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("code"))?;
+    tx.commit().await.map_err(backend)
+}
+
+pub(crate) async fn grant(pool: &AnyPool, id: &str) -> StoreResult<Option<GrantRow>> {
+    let r = sqlx::query(concat!(
+        "SELECT ",
+        grant_cols!(),
+        " FROM oauth_grants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    r.map(|r| rows::grant(&r).map_err(backend)).transpose()
+}
+
+pub(crate) async fn grants_of_server(
+    pool: &AnyPool,
+    server_id: &str,
+) -> StoreResult<Vec<GrantRow>> {
+    let rs = sqlx::query(concat!(
+        "SELECT ",
+        grant_cols!(),
+        " FROM oauth_grants WHERE server_id = $1 ORDER BY created_at DESC, id"
+    ))
+    .bind(server_id)
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    rs.iter().map(|r| rows::grant(r).map_err(backend)).collect()
+}
+
+pub(crate) async fn revoke_grant(
+    pool: &AnyPool,
+    id: &str,
+    now: i64,
+    reason: &str,
+) -> StoreResult<bool> {
+    let r = sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(backend)?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(crate) async fn use_code(pool: &AnyPool, hash: &str, now: i64) -> StoreResult<CodeUse> {
+    let spent =
+        sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(hash)
+            .execute(pool)
+            .await
+            .map_err(backend)?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        code_cols!(),
+        " FROM oauth_codes WHERE code_hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    let Some(row) = row else {
+        return Ok(CodeUse::Unknown);
+    };
+    let code = rows::code(&row).map_err(backend)?;
+    Ok(if spent.rows_affected() == 1 {
+        CodeUse::First(code)
+    } else {
+        CodeUse::Replayed(code)
+    })
+}
+
+async fn insert_refresh_in<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    t: &RefreshRow,
+) -> StoreResult<()> {
+    sqlx::query(concat!(
+        "INSERT INTO oauth_refresh_tokens (",
+        refresh_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(&t.token_hash)
+    .bind(&t.grant_id)
+    .bind(&t.scope)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .bind(t.used_at)
+    .bind(&t.successor_hash)
+    .execute(ex)
+    .await
+    .map_err(err("refresh token"))?;
+    Ok(())
+}
+
+pub(crate) async fn insert_refresh(pool: &AnyPool, t: &RefreshRow) -> StoreResult<()> {
+    insert_refresh_in(pool, t).await
+}
+
+pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
+    let r = sqlx::query(concat!(
+        "SELECT ",
+        refresh_cols!(),
+        " FROM oauth_refresh_tokens WHERE token_hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    r.map(|r| rows::refresh(&r).map_err(backend)).transpose()
+}
+
+pub(crate) async fn rotate_refresh(
+    pool: &AnyPool,
+    hash: &str,
+    now: i64,
+    successor: &RefreshRow,
+) -> StoreResult<Rotation> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let spent = sqlx::query("UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = $2 WHERE token_hash = $3 AND used_at IS NULL")
+        .bind(now)
+        .bind(&successor.token_hash)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    if spent.rows_affected() == 1 {
+        insert_refresh_in(&mut *tx, successor).await?;
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        refresh_cols!(),
+        " FROM oauth_refresh_tokens WHERE token_hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    let Some(row) = row else {
+        return Ok(Rotation::Unknown);
+    };
+    let row = rows::refresh(&row).map_err(backend)?;
+    Ok(if spent.rows_affected() == 1 {
+        Rotation::Rotated(row)
+    } else {
+        Rotation::AlreadyUsed(row)
+    })
+}
+
+pub(crate) async fn consent(
+    pool: &AnyPool,
+    user: &str,
+    client: &str,
+    server: &str,
+) -> StoreResult<Option<ConsentRow>> {
+    let r = sqlx::query("SELECT user_id, client_id, server_id, scope, created_at FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND server_id = $3")
+        .bind(user)
+        .bind(client)
+        .bind(server)
+        .fetch_optional(pool)
+        .await
+        .map_err(backend)?;
+    r.map(|r| rows::consent(&r).map_err(backend)).transpose()
+}
+
+pub(crate) async fn upsert_consent(pool: &AnyPool, c: &ConsentRow) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO oauth_consents (user_id, client_id, server_id, scope, created_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, client_id, server_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at",
+    )
+    .bind(&c.user_id)
+    .bind(&c.client_id)
+    .bind(&c.server_id)
+    .bind(&c.scope)
+    .bind(c.created_at)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
