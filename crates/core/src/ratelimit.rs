@@ -62,25 +62,6 @@ impl FailureLimiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_after_max_failures_until_the_window_ends() {
-        let l = FailureLimiter::new(3, 60, 1000);
-        for _ in 0..3 {
-            assert!(l.check("a", 100).is_ok());
-            l.record_failure("a", 100);
-        }
-        assert_eq!(l.check("a", 110), Err(50));
-        assert!(l.check("b", 110).is_ok());
-        assert!(l.check("a", 160).is_ok());
-        l.reset("a");
-        assert!(l.check("a", 110).is_ok());
-    }
-}
-
 /// Counts every request (not only failures) per key in fixed windows.
 pub struct WindowLimiter {
     inner: FailureLimiter,
@@ -98,5 +79,24 @@ impl WindowLimiter {
         self.inner.check(key, now)?;
         self.inner.record_failure(key, now);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_max_failures_until_the_window_ends() {
+        let l = FailureLimiter::new(3, 60, 1000);
+        for _ in 0..3 {
+            assert!(l.check("a", 100).is_ok());
+            l.record_failure("a", 100);
+        }
+        assert_eq!(l.check("a", 110), Err(50));
+        assert!(l.check("b", 110).is_ok());
+        assert!(l.check("a", 160).is_ok());
+        l.reset("a");
+        assert!(l.check("a", 110).is_ok());
     }
 }

@@ -6,6 +6,7 @@ use crate::routes::{self, AppState};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
+use ezforge_core::oauth::{OAuth, OAuthSettings};
 use ezforge_core::{Clock, Core, SystemClock};
 use ezforge_store::SqlStore;
 use std::net::SocketAddr;
@@ -33,6 +34,10 @@ pub enum StartError {
     },
     #[error("invalid --public-url `{0}`: expected http(s)://host[:port]")]
     PublicUrl(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("authorization server: {0}")]
+    OAuth(String),
 }
 
 /// A server that is accepting connections.
@@ -42,6 +47,7 @@ pub struct RunningServer {
     pub public_url: String,
     pub backend: &'static str,
     pub core: Arc<Core>,
+    pub oauth: Arc<OAuth>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -99,7 +105,23 @@ pub async fn start_with_clock(
         Some(url) => normalize_origin(url).ok_or_else(|| StartError::PublicUrl(url.clone()))?,
         None => format!("http://{addr}"),
     };
-    let core = Arc::new(Core::new(Arc::new(store), clock, config.core.clone()));
+    let master = crate::config::load_master_key(&config).map_err(StartError::MasterKey)?;
+    let store: Arc<dyn ezforge_core::Store> = Arc::new(store);
+    let core = Arc::new(Core::new(store.clone(), clock.clone(), config.core.clone()));
+    let mut oauth_settings = OAuthSettings::new(&public_url);
+    let o = &config.oauth;
+    oauth_settings.access_token_ttl_secs = o.access_token_ttl_secs;
+    oauth_settings.refresh_token_ttl_secs = o.refresh_token_ttl_secs;
+    oauth_settings.code_ttl_secs = o.code_ttl_secs;
+    oauth_settings.refresh_grace_secs = o.refresh_grace_secs;
+    oauth_settings.key_publish_secs = o.key_publish_secs;
+    oauth_settings.register_per_window = o.register_per_window;
+    oauth_settings.token_per_window = o.token_per_window;
+    let oauth = Arc::new(
+        OAuth::new(store, clock, oauth_settings, master)
+            .await
+            .map_err(|e| StartError::OAuth(e.to_string()))?,
+    );
     let http = HttpSettings {
         secure_cookies: public_url.starts_with("https://"),
         public_origin: public_url.clone(),
@@ -108,11 +130,12 @@ pub async fn start_with_clock(
     };
     let state = AppState {
         core: core.clone(),
+        oauth: oauth.clone(),
         http: Arc::new(http),
     };
     let app = router(state, config.max_body_bytes);
 
-    spawn_housekeeping(core.clone());
+    spawn_housekeeping(core.clone(), oauth.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(
@@ -129,6 +152,7 @@ pub async fn start_with_clock(
         public_url,
         backend,
         core,
+        oauth,
         shutdown: Some(tx),
         task,
     })
@@ -136,9 +160,11 @@ pub async fn start_with_clock(
 
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let state_for_oauth = state.clone();
     let (v1, _) = routes::v1(state);
     Router::new()
         .merge(v1)
+        .merge(crate::oauth::router().with_state(state_for_oauth))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
@@ -165,17 +191,25 @@ fn normalize_origin(url: &str) -> Option<String> {
         .then(|| url.to_string())
 }
 
-/// Hourly clean-up of long-expired sessions.
-fn spawn_housekeeping(core: Arc<Core>) {
+/// Every minute: reload signing keys (another node may have rotated), drop unused client
+/// registrations and unpublish keys no token needs; every hour, purge long-expired sessions.
+fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut minutes = 0u64;
         loop {
             tick.tick().await;
-            match core.purge_expired_sessions().await {
-                Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired sessions"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            if let Err(e) = oauth.housekeeping().await {
+                tracing::warn!(error = %e, "authorization server housekeeping failed");
             }
+            if minutes.is_multiple_of(60) {
+                match core.purge_expired_sessions().await {
+                    Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired sessions"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                }
+            }
+            minutes += 1;
         }
     });
 }

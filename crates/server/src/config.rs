@@ -2,6 +2,7 @@
 //! variables and an optional TOML file.
 
 use ezforge_core::Settings;
+use ezforge_core::crypto::MasterKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -22,6 +23,37 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_proxy_headers: bool,
     pub core: Settings,
+    /// Encrypts signing keys at rest. `None`: read from, or generated into, `master.key` in the
+    /// data directory (mode 0600). Several nodes must share one.
+    pub master_key: Option<MasterKey>,
+    pub oauth: OAuthConfig,
+}
+
+/// Authorization server lifetimes (seconds) and limits; defaults are the documentation's.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    pub code_ttl_secs: i64,
+    pub refresh_grace_secs: i64,
+    pub key_publish_secs: i64,
+    pub register_per_window: u32,
+    pub token_per_window: u32,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        let d = ezforge_core::oauth::OAuthSettings::new("");
+        OAuthConfig {
+            access_token_ttl_secs: d.access_token_ttl_secs,
+            refresh_token_ttl_secs: d.refresh_token_ttl_secs,
+            code_ttl_secs: d.code_ttl_secs,
+            refresh_grace_secs: d.refresh_grace_secs,
+            key_publish_secs: d.key_publish_secs,
+            register_per_window: d.register_per_window,
+            token_per_window: d.token_per_window,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -35,6 +67,8 @@ impl ServerConfig {
             max_body_bytes: 64 * 1024,
             trust_proxy_headers: false,
             core: Settings::default(),
+            master_key: None,
+            oauth: OAuthConfig::default(),
         }
     }
 
@@ -57,4 +91,44 @@ pub struct HttpSettings {
     pub secure_cookies: bool,
     pub trust_proxy_headers: bool,
     pub session_ttl_secs: i64,
+}
+
+/// The master key from the configuration, or from `master.key` in the data directory, created
+/// with mode 0600 on first start.
+pub fn load_master_key(config: &ServerConfig) -> Result<MasterKey, String> {
+    if let Some(k) = &config.master_key {
+        return Ok(k.clone());
+    }
+    let path = config.data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_base64(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+            let key = MasterKey::generate().map_err(|e| e.to_string())?;
+            write_private(&path, key.to_base64().as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated a new master key");
+            Ok(key)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }

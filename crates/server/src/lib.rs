@@ -7,7 +7,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod oauth;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
 
 pub use app::{RunningServer, StartError, start};

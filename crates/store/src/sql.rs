@@ -461,7 +461,7 @@ impl Store for SqlStore {
         sqlx::query(concat!(
             "INSERT INTO servers (",
             server_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(&s.id)
         .bind(&s.project_id)
@@ -471,6 +471,8 @@ impl Store for SqlStore {
         .bind(&s.created_by)
         .bind(s.created_at)
         .bind(s.updated_at)
+        .bind(s.access_policy.kind())
+        .bind(s.access_policy.allowlist().join(","))
         .execute(&self.pool)
         .await
         .map_err(err("server with this slug"))?;

@@ -49,7 +49,8 @@ pub struct AccessClaims {
 
 const REFRESH_SUCCESSOR: &str = "ezforge-refresh-successor-v1";
 
-fn s256(verifier: &str) -> String {
+/// The S256 PKCE challenge of `verifier` (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
@@ -348,7 +349,7 @@ impl OAuth {
             return Err(invalid("the token is for another resource"));
         }
         let grant = self.store.grant(&claims.gid).await?;
-        if !grant.is_some_and(|g| g.revoked_at.is_none()) {
+        if grant.is_none_or(|g| g.revoked_at.is_some()) {
             return Err(invalid("the grant was revoked"));
         }
         Ok(claims)

@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 #[derive(Clone)]
 pub struct AppState {
     pub core: Arc<Core>,
+    pub oauth: Arc<ezforge_core::oauth::OAuth>,
     pub http: Arc<HttpSettings>,
 }
 

@@ -6,6 +6,8 @@ use ezforge_client::{Auth, Client, Session};
 use ezforge_core::ManualClock;
 use ezforge_proto::{CreateApiKeyRequest, Environment, SignupRequest};
 use ezforge_server::{RunningServer, ServerConfig};
+pub mod oauth;
+
 use ezforge_testkit::TestDb;
 use std::sync::Arc;
 

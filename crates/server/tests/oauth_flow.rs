@@ -1,0 +1,379 @@
+//! The authorization server end to end over HTTP, on SQLite and PostgreSQL: discovery,
+//! registration, sign-in, consent, code, token, refresh; and each invariant of DESIGN.md as its
+//! own test, written as the attack.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::oauth::{REDIRECT, VERIFIER, challenge, hidden, http, query_of};
+use common::{PASSWORD, TestServer};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+fn claims(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let dec =
+        |s: &str| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
+    (dec(parts[0]), dec(parts[1]))
+}
+
+ezforge_testkit::backend_tests! {
+    async fn metadata_documents(db) {
+        let t = TestServer::start(db).await;
+        let (_, resource) = t.with_mcp_server().await;
+        for path in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+            let m: Value = http().get(format!("{}{path}", t.url)).send().await.unwrap().json().await.unwrap();
+            assert_eq!(m["issuer"], t.url);
+            assert_eq!(m["response_types_supported"], json!(["code"]));
+            assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+            assert_eq!(m["scopes_supported"], json!(["mcp:read", "mcp:write", "mcp:execute", "offline_access"]));
+            assert_eq!(m["token_endpoint_auth_methods_supported"], json!(["none", "client_secret_basic", "client_secret_post"]));
+            assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+            for ep in ["authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint", "introspection_endpoint", "jwks_uri"] {
+                assert!(m[ep].as_str().unwrap().starts_with(&t.url), "{ep}");
+            }
+        }
+        let prm: Value = http().get(format!("{}/.well-known/oauth-protected-resource/mcp/demo", t.url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(prm, json!({
+            "resource": resource,
+            "authorization_servers": [t.url],
+            "scopes_supported": ["mcp:read", "mcp:write", "mcp:execute", "offline_access"],
+            "bearer_methods_supported": ["header"],
+        }));
+        let missing = http().get(format!("{}/.well-known/oauth-protected-resource/mcp/nope", t.url)).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+        let jwks: Value = http().get(format!("{}/jwks.json", t.url)).send().await.unwrap().json().await.unwrap();
+        let key = &jwks["keys"][0];
+        assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+        assert!(key.get("d").is_none(), "no private material in the JWKS");
+    }
+
+    /// The whole flow: registration, sign-in page, consent page, code, token, refresh.
+    async fn the_whole_flow_with_sign_in_and_consent(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let url = t.authorize_url(&client_id, &resource, "mcp:read mcp:write offline_access", &[]);
+
+        // Not signed in: the sign-in page, then back.
+        let resp = http().get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 302);
+        let login = resp.headers()[LOCATION].to_str().unwrap().to_string();
+        assert!(login.starts_with("/login?next=%2Fauthorize%3F"), "{login}");
+        let page = http().get(format!("{}{login}", t.url)).send().await.unwrap();
+        let csrf_cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+        let html = page.text().await.unwrap();
+        assert!(html.contains("Sign in to ezForge"));
+        let form = [("email", "owner@example.com".to_string()), ("password", PASSWORD.into()), ("next", hidden(&html, "next")), ("csrf", hidden(&html, "csrf"))];
+        let no_cookie = http().post(format!("{}/login", t.url)).form(&form).send().await.unwrap();
+        assert_eq!(no_cookie.status(), 403, "the sign-in form is CSRF-protected");
+        let signed = http().post(format!("{}/login", t.url)).header(COOKIE, &csrf_cookie).form(&form).send().await.unwrap();
+        assert_eq!(signed.status(), 303);
+        let back = signed.headers()[LOCATION].to_str().unwrap().to_string();
+        assert_eq!(format!("{}{back}", t.url), url);
+        let session_cookie = signed.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+        assert!(session_cookie.starts_with("ezf_session="));
+
+        // The consent page names the client, where it redirects, the server and each scope.
+        let resp = http().get(&url).header(COOKIE, &session_cookie).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.contains("frame-ancestors 'none'"));
+        let page = resp.text().await.unwrap();
+        for text in ["Test Client", "127.0.0.1:33418", "Demo", &resource, "Call tools that modify state", "refresh tokens"] {
+            assert!(page.contains(text), "consent page lacks {text}");
+        }
+        let session = ezforge_client::Session { token: session_cookie.trim_start_matches("ezf_session=").into(), info: owner.info.clone() };
+        let denied = t.consent(&session, &page, "deny").await;
+        let q = query_of(denied.headers()[LOCATION].to_str().unwrap());
+        assert_eq!((q["error"].as_str(), q["state"].as_str(), q["iss"].as_str()), ("access_denied", "xyz-state", t.url.as_str()));
+
+        let allowed = t.consent(&session, &page, "allow").await;
+        assert_eq!(allowed.status(), 303);
+        let q = query_of(allowed.headers()[LOCATION].to_str().unwrap());
+        assert_eq!(q["state"], "xyz-state");
+        assert_eq!(q["iss"], t.url, "RFC 9207 iss");
+        let (status, tokens) = t.exchange(&client_id, &q["code"]).await;
+        assert_eq!(status, 200, "{tokens}");
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], 900);
+        assert_eq!(tokens["scope"], "mcp:read mcp:write offline_access");
+        let (header, c) = claims(tokens["access_token"].as_str().unwrap());
+        assert_eq!((header["typ"].as_str(), header["alg"].as_str()), (Some("at+jwt"), Some("ES256")));
+        assert_eq!(c["iss"], t.url);
+        assert_eq!(c["aud"], resource);
+        assert_eq!(c["sub"], owner.info.user.id);
+        assert_eq!(c["client_id"], client_id);
+        assert_eq!(c["scope"], "mcp:read mcp:write offline_access");
+        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+        assert!(c["jti"].is_string());
+        assert!(t.server.oauth.verify_access_token(tokens["access_token"].as_str().unwrap(), Some(&resource)).await.is_ok());
+
+        // Refresh: rotated, same scope.
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let (status, next) = t.refresh(&client_id, rt).await;
+        assert_eq!(status, 200, "{next}");
+        assert_ne!(next["refresh_token"], tokens["refresh_token"]);
+        assert_eq!(next["scope"], "mcp:read mcp:write offline_access");
+        // A narrower access token is fine.
+        let (status, narrow) = t.token(&[("grant_type", "refresh_token"), ("refresh_token", next["refresh_token"].as_str().unwrap()), ("client_id", &client_id), ("scope", "mcp:read")]).await;
+        assert_eq!(status, 200, "{narrow}");
+        assert_eq!(claims(narrow["access_token"].as_str().unwrap()).1["scope"], "mcp:read");
+    }
+
+    async fn consent_is_remembered_until_more_is_asked(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        // Same scopes again: straight back with a code.
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 302);
+        assert!(query_of(resp.headers()[LOCATION].to_str().unwrap()).contains_key("code"));
+        // More scopes, or prompt=consent: the page again.
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read mcp:write", &[])).await;
+        assert_eq!(resp.status(), 200);
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[("prompt", "consent")])).await;
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// PKCE is mandatory and S256 only.
+    async fn pkce_downgrades_are_refused(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        for (extra, why) in [
+            (vec![("code_challenge_method", "plain")], "plain"),
+            (vec![("code_challenge", ""), ("code_challenge_method", "")], "missing challenge"),
+            (vec![("code_challenge_method", "")], "missing method (defaults to plain)"),
+            (vec![("code_challenge", "short")], "malformed challenge"),
+        ] {
+            let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &extra)).await;
+            assert_eq!(resp.status(), 302, "{why}");
+            let q = query_of(resp.headers()[LOCATION].to_str().unwrap());
+            assert_eq!(q["error"], "invalid_request", "{why}");
+            assert!(!q.contains_key("code"), "{why}");
+        }
+        // A wrong verifier, and no verifier, are refused at the token endpoint.
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("code_verifier", &"x".repeat(50))]).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id)]).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    }
+
+    /// Errors before the redirect URI is validated never redirect.
+    async fn redirect_uri_tricks_never_redirect(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let (_, reg) = t.register_client(json!({"client_name": "Good", "redirect_uris": ["https://good.example/cb"], "token_endpoint_auth_method": "none"})).await;
+        let client_id = reg["client_id"].as_str().unwrap();
+        for evil in [
+            "https://good.example@evil.example/cb",
+            "https://good.example.evil.example/cb",
+            "https://good.example/cb/../../evil",
+            "https://good.example/cb/more",
+            "https://good.example/cb?next=https://evil.example",
+            "https://evil.example/cb",
+        ] {
+            let resp = t.get_authorize(&owner, &t.authorize_url(client_id, &resource, "mcp:read", &[("redirect_uri", evil)])).await;
+            assert_eq!(resp.status(), 400, "{evil}");
+            assert!(resp.headers().get(LOCATION).is_none(), "{evil} redirected");
+            assert!(resp.text().await.unwrap().contains("redirect address does not match"));
+        }
+        // Unknown client: an error page, no redirect, even with a valid-looking redirect_uri.
+        let resp = t.get_authorize(&owner, &t.authorize_url("mcp_unknown", &resource, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 400);
+        assert!(resp.headers().get(LOCATION).is_none());
+        // A registered loopback redirect with another port is fine (RFC 8252).
+        let client = t.public_client().await;
+        let other_port = REDIRECT.replace("33418", "40001");
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client, &resource, "mcp:read", &[("redirect_uri", &other_port)])).await;
+        assert_eq!(resp.status(), 200, "consent page for a loopback redirect on another port");
+    }
+
+    /// A replayed code is refused and revokes everything issued from it.
+    async fn code_replay_revokes_the_grant(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (status, tokens) = t.exchange(&client_id, &code).await;
+        assert_eq!(status, 200);
+        let (status, body) = t.exchange(&client_id, &code).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        let (status, body) = t.refresh(&client_id, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "the refresh token died with the grant");
+        assert!(t.server.oauth.verify_access_token(tokens["access_token"].as_str().unwrap(), Some(&resource)).await.is_err(), "the access token died too");
+    }
+
+    async fn expired_codes_and_codes_of_other_clients_are_refused(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        t.clock.advance(301);
+        let (status, body) = t.exchange(&client_id, &code).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        assert!(body["error_description"].as_str().unwrap().contains("expired"));
+
+        let (_, other) = t.register_client(json!({"client_name": "Other", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]})).await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let (status, body) = t.exchange(other["client_id"].as_str().unwrap(), &code).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    }
+
+    /// Reuse of a spent refresh token after the grace window revokes the whole family; a retry
+    /// within it gets the same successor.
+    async fn refresh_reuse_and_the_grace_window(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let rt1 = tokens["refresh_token"].as_str().unwrap().to_string();
+        let (_, a) = t.refresh(&client_id, &rt1).await;
+        // A retry (the response was lost): the same successor.
+        let (status, b) = t.refresh(&client_id, &rt1).await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(a["refresh_token"], b["refresh_token"]);
+        // After the grace window, reuse kills the family, successor included.
+        t.clock.advance(31);
+        let (status, body) = t.refresh(&client_id, &rt1).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        let (status, _) = t.refresh(&client_id, a["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 400, "the successor was revoked with its family");
+    }
+
+    /// 50 concurrent uses of one refresh token leave at most one live chain.
+    async fn concurrent_refreshes_leave_one_chain(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+        let results = futures::future::join_all((0..50).map(|_| t.refresh(&client_id, &rt))).await;
+        for (status, body) in &results {
+            assert!(*status == 200 || body["error"] == "invalid_grant", "{status} {body}");
+        }
+        let successors: std::collections::HashSet<String> = results
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b["refresh_token"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(successors.len(), 1, "exactly one successor across {} successes", results.iter().filter(|(s, _)| *s == 200).count());
+        let successor = successors.into_iter().next().unwrap();
+        let (status, next) = t.refresh(&client_id, &successor).await;
+        assert_eq!(status, 200, "the one chain lives on: {next}");
+    }
+
+    async fn scopes_never_widen_and_resources_must_match(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        t.as_session(&owner)
+            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "B".into(), slug: "other".into(), environment: None })
+            .await
+            .unwrap();
+        let resource_b = format!("{}/mcp/other", t.url);
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        // A token for one server is refused for another.
+        assert!(t.server.oauth.verify_access_token(access, Some(&resource)).await.is_ok());
+        assert!(t.server.oauth.verify_access_token(access, Some(&resource_b)).await.is_err());
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let (status, body) = t.token(&[("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", &client_id), ("resource", &resource_b)]).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")));
+        let (status, body) = t.token(&[("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", &client_id), ("scope", "mcp:read mcp:write")]).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+        // Unknown resource at authorize: invalid_target back to the client.
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, "https://evil.example/mcp/demo", "mcp:read", &[])).await;
+        assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "invalid_target");
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:admin", &[])).await;
+        assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "invalid_scope");
+    }
+
+    async fn who_may_authorize_follows_the_access_policy(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let outsider = t.signup("someone@corp.example").await;
+        let client_id = t.public_client().await;
+        let url = t.authorize_url(&client_id, &resource, "mcp:read", &[]);
+        let resp = t.get_authorize(&outsider, &url).await;
+        assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "access_denied", "members only by default");
+        let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest { name: None, access_policy: Some(policy.into()), access_allowlist: list };
+        t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["@corp.example".into()]))).await.unwrap();
+        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 200, "the domain is allowed");
+        t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["boss@corp.example".into()]))).await.unwrap();
+        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 302);
+        t.as_session(&owner).update_server("demo-project", "demo", &update("instance", None)).await.unwrap();
+        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 200, "any user of the instance");
+    }
+
+    async fn registration_validates_is_idempotent_and_rate_limited(db) {
+        let t = TestServer::start_with(db, |c| c.oauth.register_per_window = 5).await;
+        let body = json!({"client_name": "X", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "application_type": "native"});
+        let (status, a) = t.register_client(body.clone()).await;
+        assert_eq!(status, 201);
+        assert_eq!(a["redirect_uris"], json!([REDIRECT]));
+        assert_eq!(a["application_type"], "native");
+        assert!(a.get("client_secret").is_none());
+        let (_, b) = t.register_client(body.clone()).await;
+        assert_eq!(a["client_id"], b["client_id"], "identical metadata, same client");
+        let (status, e) = t.register_client(json!({"redirect_uris": ["http://evil.example/cb"]})).await;
+        assert_eq!((status, e["error"].as_str()), (400, Some("invalid_redirect_uri")));
+        let (status, e) = t.register_client(json!({"redirect_uris": [REDIRECT], "grant_types": ["password"]})).await;
+        assert_eq!((status, e["error"].as_str()), (400, Some("invalid_client_metadata")));
+        let (status, c) = t.register_client(json!({"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "client_secret_basic"})).await;
+        assert_eq!(status, 201);
+        assert!(c["client_secret"].as_str().unwrap().starts_with("ezf_cs_"));
+        // The sixth registration in the window from this address: 429.
+        let resp = http().post(format!("{}/register", t.url)).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 429);
+        assert!(resp.headers().get("retry-after").is_some());
+    }
+
+    async fn confidential_clients_introspect_and_revoke(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let (_, reg) = t.register_client(json!({"client_name": "Conf", "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "client_secret_basic"})).await;
+        let id = reg["client_id"].as_str().unwrap().to_string();
+        let secret = reg["client_secret"].as_str().unwrap().to_string();
+        let code = t.code_for(&owner, &id, &resource, "mcp:read offline_access").await;
+        // Without its secret the client is refused; Basic and client_id in the body together are fine.
+        let (status, body) = t.exchange(&id, &code).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+        let code = t.code_for(&owner, &id, &resource, "mcp:read offline_access").await;
+        let resp = http().post(format!("{}/token", t.url)).basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("redirect_uri", REDIRECT), ("client_id", id.as_str())])
+            .send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let tokens: Value = resp.json().await.unwrap();
+        let introspect = |token: String| {
+            let (id, secret, url) = (id.clone(), secret.clone(), t.url.clone());
+            async move {
+                http().post(format!("{url}/introspect")).basic_auth(&id, Some(&secret)).form(&[("token", token)]).send().await.unwrap().json::<Value>().await.unwrap()
+            }
+        };
+        let info = introspect(tokens["access_token"].as_str().unwrap().into()).await;
+        assert_eq!(info["active"], true);
+        assert_eq!(info["aud"], resource);
+        assert_eq!(info["scope"], "mcp:read offline_access");
+        let resp = http().post(format!("{}/revoke", t.url)).basic_auth(&id, Some(&secret)).form(&[("token", tokens["refresh_token"].as_str().unwrap())]).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(introspect(tokens["access_token"].as_str().unwrap().into()).await["active"], false);
+        assert_eq!(introspect("garbage".into()).await["active"], false);
+        let resp = http().post(format!("{}/introspect", t.url)).form(&[("token", "x")]).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+}
+
+#[test]
+fn the_test_verifier_is_valid() {
+    assert!(VERIFIER.len() >= 43);
+    assert_eq!(challenge(VERIFIER).len(), 43);
+}
