@@ -42,9 +42,55 @@ pub enum Command {
     /// Projects and their API keys.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// OAuth clients registered by the project for its MCP servers.
+    #[command(subcommand, name = "oauth-clients")]
+    OauthClients(OauthClientCommand),
+    /// Which users let which MCP clients act on a server; revoke them.
+    #[command(subcommand)]
+    Grants(GrantCommand),
     /// Instance administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OauthClientCommand {
+    /// Register a client (owners only). A confidential client's secret is printed once, on
+    /// standard output.
+    Create {
+        /// Project name or id.
+        project: String,
+        /// The name users see on the consent page.
+        #[arg(long)]
+        name: String,
+        /// A redirect URI (https, or http on loopback); repeat for several.
+        #[arg(long = "redirect-uri", required = true, value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A public client (PKCE only, no secret), e.g. a desktop or CLI app.
+        #[arg(long)]
+        public: bool,
+    },
+    /// List the project's registered clients.
+    List { project: String },
+    /// Delete a registered client.
+    Delete { project: String, client_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCommand {
+    /// List a server's grants.
+    List {
+        /// Project name or id.
+        project: String,
+        /// Server slug or id.
+        server: String,
+    },
+    /// Revoke a grant: its refresh tokens die and its access tokens stop working.
+    Revoke {
+        project: String,
+        server: String,
+        grant_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +197,13 @@ pub enum ProjectCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
+    /// Rotate the access-token signing key: the new key is published now and signs after the
+    /// publication delay; the old one stays published until its tokens have expired.
+    #[command(name = "rotate-signing-key")]
+    RotateSigningKey,
+    /// List the signing keys.
+    #[command(name = "signing-keys")]
+    SigningKeys,
     /// Create an invite code for an invite-only instance (admins only).
     #[command(name = "create-invite")]
     CreateInvite {
@@ -212,6 +265,38 @@ pub struct ServeArgs {
     /// Trust X-Forwarded-For for the client address (only behind a proxy that sets it).
     #[arg(long, env = "EZFORGE_TRUST_PROXY_HEADERS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_proxy_headers: Option<bool>,
+    /// The master key (32 bytes, base64) that encrypts signing keys at rest. Prefer the
+    /// environment variable. Several nodes must share one [default: master.key in the data
+    /// directory, generated with mode 0600 on first start].
+    #[arg(
+        long,
+        env = "EZFORGE_MASTER_KEY",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+    /// Access token lifetime in seconds [default: 900, as documented].
+    #[arg(long, env = "EZFORGE_ACCESS_TOKEN_TTL_SECS", value_name = "SECS")]
+    pub access_token_ttl_secs: Option<i64>,
+    /// Refresh token lifetime in seconds; rotated on every use [default: 2592000 = 30 days].
+    #[arg(long, env = "EZFORGE_REFRESH_TOKEN_TTL_SECS", value_name = "SECS")]
+    pub refresh_token_ttl_secs: Option<i64>,
+    /// Authorization code lifetime in seconds; single use [default: 300].
+    #[arg(long, env = "EZFORGE_AUTH_CODE_TTL_SECS", value_name = "SECS")]
+    pub auth_code_ttl_secs: Option<i64>,
+    /// A retry with a just-spent refresh token within this many seconds gets the same
+    /// successor instead of revoking the family [default: 30].
+    #[arg(long, env = "EZFORGE_REFRESH_GRACE_SECS", value_name = "SECS")]
+    pub refresh_grace_secs: Option<i64>,
+    /// A rotated signing key is published this many seconds before it signs [default: 600].
+    #[arg(long, env = "EZFORGE_SIGNING_KEY_PUBLISH_SECS", value_name = "SECS")]
+    pub signing_key_publish_secs: Option<i64>,
+    /// Dynamic client registrations allowed per client address per 10 minutes [default: 30].
+    #[arg(long, env = "EZFORGE_REGISTER_RATE", value_name = "N")]
+    pub register_rate: Option<u32>,
+    /// Token requests allowed per client address per minute [default: 600].
+    #[arg(long, env = "EZFORGE_TOKEN_RATE", value_name = "N")]
+    pub token_rate: Option<u32>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "EZFORGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,

@@ -26,6 +26,14 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     trust_proxy_headers: Option<bool>,
     log_format: Option<String>,
+    master_key: Option<String>,
+    access_token_ttl_secs: Option<i64>,
+    refresh_token_ttl_secs: Option<i64>,
+    auth_code_ttl_secs: Option<i64>,
+    refresh_grace_secs: Option<i64>,
+    signing_key_publish_secs: Option<i64>,
+    register_rate: Option<u32>,
+    token_rate: Option<u32>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -84,6 +92,40 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
         config.max_body_bytes = bytes.max(1024);
     }
     config.trust_proxy_headers = pick!(trust_proxy_headers).unwrap_or(false);
+    if let Some(key) = pick!(master_key) {
+        config.master_key = Some(
+            ezforge_core::crypto::MasterKey::from_base64(&key)
+                .map_err(|e| CliError::Usage(format!("--master-key / EZFORGE_MASTER_KEY: {e}")))?,
+        );
+    }
+    let positive = |name: &str, v: Option<i64>| -> CliResult<Option<i64>> {
+        match v {
+            Some(n) if n <= 0 => Err(CliError::Usage(format!("--{name} must be positive"))),
+            other => Ok(other),
+        }
+    };
+    let o = &mut config.oauth;
+    if let Some(v) = positive("access-token-ttl-secs", pick!(access_token_ttl_secs))? {
+        o.access_token_ttl_secs = v;
+    }
+    if let Some(v) = positive("refresh-token-ttl-secs", pick!(refresh_token_ttl_secs))? {
+        o.refresh_token_ttl_secs = v;
+    }
+    if let Some(v) = positive("auth-code-ttl-secs", pick!(auth_code_ttl_secs))? {
+        o.code_ttl_secs = v;
+    }
+    if let Some(v) = pick!(refresh_grace_secs) {
+        o.refresh_grace_secs = v.max(0);
+    }
+    if let Some(v) = pick!(signing_key_publish_secs) {
+        o.key_publish_secs = v.max(0);
+    }
+    if let Some(v) = pick!(register_rate) {
+        o.register_per_window = v.max(1);
+    }
+    if let Some(v) = pick!(token_rate) {
+        o.token_per_window = v.max(1);
+    }
     let log_format = pick!(log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         return Err(CliError::Usage(format!(

@@ -340,6 +340,78 @@ impl Client {
     }
 }
 
+impl Client {
+    // ---- OAuth management ----
+
+    pub async fn create_oauth_client(
+        &self,
+        project: &str,
+        req: &CreateOAuthClientRequest,
+    ) -> Result<CreatedOAuthClient> {
+        self.call(
+            Method::POST,
+            &format!("/v1/projects/{}/oauth-clients", seg(project)),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn list_oauth_clients(&self, project: &str) -> Result<OAuthClientList> {
+        self.call(
+            Method::GET,
+            &format!("/v1/projects/{}/oauth-clients", seg(project)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn delete_oauth_client(&self, project: &str, client_id: &str) -> Result<()> {
+        self.call_empty(
+            Method::DELETE,
+            &format!(
+                "/v1/projects/{}/oauth-clients/{}",
+                seg(project),
+                seg(client_id)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn list_grants(&self, project: &str, server: &str) -> Result<GrantList> {
+        self.call(
+            Method::GET,
+            &format!(
+                "/v1/projects/{}/servers/{}/grants",
+                seg(project),
+                seg(server)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn revoke_grant(&self, project: &str, server: &str, grant_id: &str) -> Result<Grant> {
+        let path = format!(
+            "/v1/projects/{}/servers/{}/grants/{}",
+            seg(project),
+            seg(server),
+            seg(grant_id)
+        );
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    pub async fn signing_keys(&self) -> Result<SigningKeyList> {
+        self.call(Method::GET, "/v1/admin/signing-keys", None::<&()>)
+            .await
+    }
+
+    pub async fn rotate_signing_key(&self) -> Result<SigningKeyList> {
+        self.call(Method::POST, "/v1/admin/signing-keys/rotate", None::<&()>)
+            .await
+    }
+}
+
 /// Percent-encodes one path segment.
 fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

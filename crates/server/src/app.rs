@@ -120,7 +120,12 @@ pub async fn start_with_clock(
     let oauth = Arc::new(
         OAuth::new(store, clock, oauth_settings, master)
             .await
-            .map_err(|e| StartError::OAuth(e.to_string()))?,
+            .map_err(|e| {
+                StartError::OAuth(match e {
+                    ezforge_core::oauth::OAuthError::Server(detail) => detail,
+                    other => other.to_string(),
+                })
+            })?,
     );
     let http = HttpSettings {
         secure_cookies: public_url.starts_with("https://"),

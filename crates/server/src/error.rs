@@ -34,6 +34,14 @@ pub enum ApiError {
     NoRoute(String),
     #[error("this route does not accept {0}")]
     MethodNotAllowed(String),
+    #[error("{}", .0.description())]
+    OAuth(ezforge_core::oauth::OAuthError),
+}
+
+impl From<ezforge_core::oauth::OAuthError> for ApiError {
+    fn from(e: ezforge_core::oauth::OAuthError) -> Self {
+        ApiError::OAuth(e)
+    }
 }
 
 impl ApiError {
@@ -94,6 +102,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
             }
+            ApiError::OAuth(ezforge_core::oauth::OAuthError::Server(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
+            }
+            ApiError::OAuth(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
         }
     }
 
@@ -133,8 +145,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.parts();
-        if let ApiError::Core(CoreError::Internal(detail)) = &self {
-            tracing::error!(%detail, "internal error");
+        match &self {
+            ApiError::Core(CoreError::Internal(detail))
+            | ApiError::OAuth(ezforge_core::oauth::OAuthError::Server(detail)) => {
+                tracing::error!(%detail, "internal error")
+            }
+            _ => {}
         }
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {

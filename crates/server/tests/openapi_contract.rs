@@ -13,6 +13,8 @@ fn concrete(path: &str) -> String {
         .replace("{server}", "s1")
         .replace("{key_id}", "key_x")
         .replace("{user_id}", "usr_x")
+        .replace("{client_id}", "mcp_x")
+        .replace("{grant_id}", "grt_x")
 }
 
 async fn call(t: &TestServer, method: &Method, path: &str, key: Option<&str>) -> (u16, Value) {

@@ -55,6 +55,30 @@ impl Core {
     }
 }
 
+impl Core {
+    /// The project, if the signed-in caller owns it.
+    pub async fn project_as_owner(
+        &self,
+        principal: &Principal,
+        reference: &str,
+    ) -> Result<ProjectRow, CoreError> {
+        principal.user()?;
+        Ok(self.project_for(principal, reference, Need::Owner).await?.0)
+    }
+
+    /// The project, if the caller is a member (or its API key).
+    pub async fn project_as_member(
+        &self,
+        principal: &Principal,
+        reference: &str,
+    ) -> Result<ProjectRow, CoreError> {
+        Ok(self
+            .project_for(principal, reference, Need::Member)
+            .await?
+            .0)
+    }
+}
+
 /// A test key never touches live resources and a live key never touches test ones. Users are
 /// not bound to an environment.
 pub(crate) fn check_environment(

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod keys;
+pub mod oauth_admin;
 pub mod projects;
 pub mod servers;
 
@@ -46,6 +47,15 @@ pub fn v1(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             servers::update_server,
             servers::delete_server
         ))
+        .routes(routes!(
+            oauth_admin::list_clients,
+            oauth_admin::create_client
+        ))
+        .routes(routes!(oauth_admin::delete_client))
+        .routes(routes!(oauth_admin::list_grants))
+        .routes(routes!(oauth_admin::revoke_grant))
+        .routes(routes!(oauth_admin::list_signing_keys))
+        .routes(routes!(oauth_admin::rotate_signing_key))
         .split_for_parts();
     let doc = Arc::new(api.clone());
     let router = router
