@@ -377,3 +377,58 @@ fn the_test_verifier_is_valid() {
     assert!(VERIFIER.len() >= 43);
     assert_eq!(challenge(VERIFIER).len(), 43);
 }
+
+/// An MCP client without a token is told where to find the protected-resource metadata and
+/// which scope to ask for; a valid token for this server gets past the challenge.
+#[tokio::test]
+async fn the_mcp_endpoint_challenges_for_a_token() {
+    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
+    let (owner, resource) = t.with_mcp_server().await;
+    let resp = http()
+        .post(&resource)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/demo\", scope=\"mcp:read mcp:write offline_access\"", t.url).as_str()
+    );
+    let resp = http()
+        .post(&resource)
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .ends_with("error=\"invalid_token\"")
+    );
+    let client_id = t.public_client().await;
+    let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+    let (_, tokens) = t.exchange(&client_id, &code).await;
+    let resp = http()
+        .post(&resource)
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "past the token check; nothing deployed yet"
+    );
+    assert_eq!(
+        http()
+            .get(format!("{}/mcp/nope", t.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

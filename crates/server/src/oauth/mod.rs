@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/introspect", post(endpoints::introspect))
         .route("/authorize", get(authorize::start).post(authorize::decide))
         .route("/login", get(authorize::login_page).post(authorize::login))
+        .route("/mcp/{slug}", axum::routing::any(crate::gateway::endpoint))
 }
 
 /// An OAuth error as an HTTP response: `{"error", "error_description"}`.
