@@ -297,6 +297,13 @@ pub struct ServeArgs {
     /// Token requests allowed per client address per minute [default: 600].
     #[arg(long, env = "EZFORGE_TOKEN_RATE", value_name = "N")]
     pub token_rate: Option<u32>,
+    /// Accept Client ID Metadata Documents (client_id = an https URL) [default: true].
+    #[arg(long, env = "EZFORGE_CLIENT_DOCUMENTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub client_documents: Option<bool>,
+    /// Let client metadata documents live on private or loopback addresses and plain http.
+    /// For development only: it lets anyone make the server fetch internal URLs.
+    #[arg(long, env = "EZFORGE_CLIENT_DOCUMENTS_ALLOW_PRIVATE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub client_documents_allow_private: Option<bool>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "EZFORGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,

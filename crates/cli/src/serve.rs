@@ -34,6 +34,8 @@ struct FileConfig {
     signing_key_publish_secs: Option<i64>,
     register_rate: Option<u32>,
     token_rate: Option<u32>,
+    client_documents: Option<bool>,
+    client_documents_allow_private: Option<bool>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -125,6 +127,12 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
     }
     if let Some(v) = pick!(token_rate) {
         o.token_per_window = v.max(1);
+    }
+    if let Some(v) = pick!(client_documents) {
+        o.client_documents = v;
+    }
+    if let Some(v) = pick!(client_documents_allow_private) {
+        o.client_documents_allow_private = v;
     }
     let log_format = pick!(log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {

@@ -117,16 +117,22 @@ pub async fn start_with_clock(
     oauth_settings.key_publish_secs = o.key_publish_secs;
     oauth_settings.register_per_window = o.register_per_window;
     oauth_settings.token_per_window = o.token_per_window;
-    let oauth = Arc::new(
-        OAuth::new(store, clock, oauth_settings, master)
-            .await
-            .map_err(|e| {
-                StartError::OAuth(match e {
-                    ezforge_core::oauth::OAuthError::Server(detail) => detail,
-                    other => other.to_string(),
-                })
-            })?,
-    );
+    oauth_settings.cimd_allow_private = o.client_documents_allow_private;
+    let mut oauth = OAuth::new(store, clock, oauth_settings, master)
+        .await
+        .map_err(|e| {
+            StartError::OAuth(match e {
+                ezforge_core::oauth::OAuthError::Server(detail) => detail,
+                other => other.to_string(),
+            })
+        })?;
+    if o.client_documents {
+        let fetcher = crate::oauth::fetch::HttpFetcher {
+            allow_private: o.client_documents_allow_private,
+        };
+        oauth = oauth.with_document_fetcher(Arc::new(fetcher));
+    }
+    let oauth = Arc::new(oauth);
     let http = HttpSettings {
         secure_cookies: public_url.starts_with("https://"),
         public_origin: public_url.clone(),

@@ -39,6 +39,10 @@ pub struct OAuthConfig {
     pub key_publish_secs: i64,
     pub register_per_window: u32,
     pub token_per_window: u32,
+    /// Accept Client ID Metadata Documents.
+    pub client_documents: bool,
+    /// Let those documents live on private or loopback addresses and plain http (development).
+    pub client_documents_allow_private: bool,
 }
 
 impl Default for OAuthConfig {
@@ -52,6 +56,8 @@ impl Default for OAuthConfig {
             key_publish_secs: d.key_publish_secs,
             register_per_window: d.register_per_window,
             token_per_window: d.token_per_window,
+            client_documents: true,
+            client_documents_allow_private: false,
         }
     }
 }

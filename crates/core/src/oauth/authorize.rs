@@ -139,25 +139,25 @@ impl OAuth {
             .ok_or_else(|| {
                 AuthorizeError::Page("The request names no client (client_id is missing).".into())
             })?;
-        if client_id.starts_with("https://") || client_id.starts_with("http://") {
-            return Err(AuthorizeError::Page(
-                "This server does not accept Client ID Metadata Documents yet; the application must register first.".into(),
-            ));
-        }
-        let client = self
-            .client(client_id)
-            .await
-            .map_err(|_| {
-                AuthorizeError::Page(
-                    "The server could not look up the application. Try again later.".into(),
-                )
-            })?
-            .ok_or_else(|| {
-                AuthorizeError::Page(
+        let client = match self.client(client_id).await {
+            Ok(Some(client)) => client,
+            Ok(None) => {
+                return Err(AuthorizeError::Page(
                     "The application asking for access is not registered here (unknown client_id)."
                         .into(),
-                )
-            })?;
+                ));
+            }
+            Err(OAuthError::InvalidClient(reason)) => {
+                return Err(AuthorizeError::Page(format!(
+                    "The application's client metadata document cannot be used: {reason}."
+                )));
+            }
+            Err(_) => {
+                return Err(AuthorizeError::Page(
+                    "The server could not look up the application. Try again later.".into(),
+                ));
+            }
+        };
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(uri) if redirect::matches(&client.redirect_uris, uri) => uri.to_string(),
             Some(_) => return Err(AuthorizeError::Page("The redirect address does not match any the application registered, so the request was stopped.".into())),

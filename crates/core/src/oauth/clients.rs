@@ -49,7 +49,7 @@ impl Registered {
 }
 
 /// Validated, normalized metadata with defaults applied, as stored and echoed.
-fn normalize(m: &ClientMetadata) -> Result<Value, OAuthError> {
+pub(super) fn normalize(m: &ClientMetadata) -> Result<Value, OAuthError> {
     let bad = |msg: String| OAuthError::InvalidClientMetadata(msg);
     if m.redirect_uris.is_empty() {
         return Err(OAuthError::InvalidRedirectUri(
@@ -241,6 +241,12 @@ impl OAuth {
 
     /// A client usable now: known, and not an expired unused registration.
     pub async fn client(&self, client_id: &str) -> Result<Option<ClientRow>, OAuthError> {
+        if super::cimd::is_document_url(client_id) {
+            return self
+                .document_client(client_id)
+                .await
+                .map(|c| Some((*c).clone()));
+        }
         let now = self.now();
         Ok(self
             .store

@@ -3,6 +3,7 @@
 //! tokens (RFC 9068), revocation and introspection.
 
 pub mod authorize;
+pub mod cimd;
 pub mod clients;
 mod error;
 pub mod introspect;
@@ -44,6 +45,9 @@ pub struct OAuthSettings {
     pub register_per_window: u32,
     /// Token requests per client address per minute.
     pub token_per_window: u32,
+    /// Let client metadata documents live on private, loopback or link-local addresses and on
+    /// plain http (for development and tests only).
+    pub cimd_allow_private: bool,
 }
 
 impl OAuthSettings {
@@ -59,6 +63,7 @@ impl OAuthSettings {
             key_publish_secs: 10 * 60,
             register_per_window: 30,
             token_per_window: 600,
+            cimd_allow_private: false,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct OAuth {
     keys: KeyRing,
     register_limiter: WindowLimiter,
     token_limiter: WindowLimiter,
+    /// `None`: client metadata documents are not accepted.
+    cimd: Option<cimd::CimdCache>,
 }
 
 impl OAuth {
@@ -90,9 +97,20 @@ impl OAuth {
             settings,
             master,
             keys,
+            cimd: None,
         };
         oauth.ensure_signing_key().await?;
         Ok(oauth)
+    }
+
+    /// Accepts client metadata documents, fetched with `fetcher`.
+    pub fn with_document_fetcher(mut self, fetcher: Arc<dyn cimd::DocumentFetcher>) -> Self {
+        self.cimd = Some(cimd::CimdCache::new(fetcher));
+        self
+    }
+
+    pub fn supports_client_documents(&self) -> bool {
+        self.cimd.is_some()
     }
 
     pub fn settings(&self) -> &OAuthSettings {

@@ -23,6 +23,8 @@ pub enum ClientKind {
     Dynamic,
     /// Created by a project owner through `/v1`.
     Registered,
+    /// Described by a Client ID Metadata Document; never stored.
+    Document,
 }
 
 impl ClientKind {
@@ -30,6 +32,7 @@ impl ClientKind {
         match self {
             ClientKind::Dynamic => "dynamic",
             ClientKind::Registered => "registered",
+            ClientKind::Document => "document",
         }
     }
 }

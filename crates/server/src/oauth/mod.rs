@@ -4,6 +4,7 @@
 
 mod authorize;
 mod endpoints;
+pub mod fetch;
 mod metadata;
 
 use crate::routes::AppState;
