@@ -27,7 +27,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Json<Value> 
         "scopes_supported": scope::ALL,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "client_id_metadata_document_supported": state.oauth.supports_client_documents(),
         "authorization_response_iss_parameter_supported": true,
         "resource_indicators_supported": true,

@@ -1,0 +1,1 @@
+//! Interop tests with third-party MCP clients and servers; see tests/.

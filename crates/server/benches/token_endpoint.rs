@@ -1,0 +1,399 @@
+//! Token endpoint throughput: authorization-code exchange and refresh (with rotation), on
+//! ezForge with SQLite and with PostgreSQL, and on `oidc-provider` (npm) configured the same way
+//! (PKCE S256, resource indicators, ES256 JWT access tokens, rotating refresh tokens), all on
+//! this machine in the same run with the same load generator. Prints a table.
+//!
+//! `bash scripts/bench-token.sh` (installs the peer with `npm ci`, then runs this).
+//! Environment: BENCH_CODES (default 2000), BENCH_CONCURRENCY (32), BENCH_CHAIN (50 refreshes
+//! per chain, one chain per worker).
+
+use ezforge_core::oauth::authorize::AuthorizeRequest;
+use ezforge_core::oauth::token::s256;
+use ezforge_server::{RunningServer, ServerConfig};
+use ezforge_testkit::{Backend, TestDb};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ92K9kGp5aZ4l1RKqxNfLwN1xqlA0ZtYq3vS8cE2";
+const REDIRECT: &str = "http://127.0.0.1:9/cb";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Where and how to ask for tokens.
+struct Target {
+    name: String,
+    token_url: String,
+    client_id: String,
+    resource: String,
+}
+
+impl Target {
+    fn exchange_form(&self, code: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code.into()),
+            ("code_verifier", VERIFIER.into()),
+            ("redirect_uri", REDIRECT.into()),
+            ("client_id", self.client_id.clone()),
+            ("resource", self.resource.clone()),
+        ]
+    }
+
+    fn refresh_form(&self, token: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", token.into()),
+            ("client_id", self.client_id.clone()),
+            ("resource", self.resource.clone()),
+        ]
+    }
+}
+
+struct Outcome {
+    ok: usize,
+    failed: usize,
+    elapsed: Duration,
+}
+
+async fn post(http: &reqwest::Client, url: &str, form: &[(&'static str, String)]) -> Option<Value> {
+    let resp = http.post(url).form(form).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// `concurrency` workers exchange every code once.
+async fn exchange_load(
+    http: &reqwest::Client,
+    t: &Target,
+    codes: Vec<String>,
+    concurrency: usize,
+) -> Outcome {
+    let queue = Arc::new(Mutex::new(codes));
+    let start = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let queue = queue.clone();
+        async move {
+            let (mut ok, mut failed) = (0, 0);
+            loop {
+                let Some(code) = queue.lock().await.pop() else {
+                    break;
+                };
+                match post(http, &t.token_url, &t.exchange_form(&code)).await {
+                    Some(v) if v["access_token"].is_string() => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }
+    });
+    let results = futures::future::join_all(workers).await;
+    let elapsed = start.elapsed();
+    Outcome {
+        ok: results.iter().map(|r| r.0).sum(),
+        failed: results.iter().map(|r| r.1).sum(),
+        elapsed,
+    }
+}
+
+/// One refresh chain per worker, `chain` rotations each.
+async fn refresh_load(
+    http: &reqwest::Client,
+    t: &Target,
+    tokens: Vec<String>,
+    chain: usize,
+) -> Outcome {
+    let start = Instant::now();
+    let workers = tokens.into_iter().map(|mut token| async move {
+        let (mut ok, mut failed) = (0, 0);
+        for _ in 0..chain {
+            match post(http, &t.token_url, &t.refresh_form(&token)).await {
+                Some(v) if v["refresh_token"].is_string() => {
+                    token = v["refresh_token"].as_str().unwrap_or_default().to_string();
+                    ok += 1;
+                }
+                _ => {
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+        (ok, failed)
+    });
+    let results = futures::future::join_all(workers).await;
+    let elapsed = start.elapsed();
+    Outcome {
+        ok: results.iter().map(|r| r.0).sum(),
+        failed: results.iter().map(|r| r.1).sum(),
+        elapsed,
+    }
+}
+
+/// ezForge in-process on `backend`, with a user, a project, a server and a public client.
+async fn start_ezforge(
+    backend: Backend,
+) -> Option<(
+    RunningServer,
+    TestDb,
+    tempfile::TempDir,
+    Target,
+    ezforge_core::model::UserRow,
+    String,
+)> {
+    let db = TestDb::new(backend).await?;
+    let data = tempfile::tempdir().ok()?;
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().ok()?, data.path().to_path_buf());
+    config.database_url = Some(db.url.clone());
+    config.oauth.token_per_window = u32::MAX;
+    config.oauth.register_per_window = u32::MAX;
+    let server = ezforge_server::start(config).await.ok()?;
+    let url = format!("http://{}", server.addr);
+    let client = ezforge_client::Client::new(&url);
+    let s = client
+        .signup(&ezforge_proto::SignupRequest {
+            email: "bench@example.com".into(),
+            password: "bench-password-123".into(),
+            invite_code: None,
+        })
+        .await
+        .ok()?;
+    let authed = client.with_auth(ezforge_client::Auth::Session {
+        token: s.token.clone(),
+        csrf: s.info.csrf_token.clone(),
+    });
+    authed.create_project("bench").await.ok()?;
+    authed
+        .create_server(
+            "bench",
+            &ezforge_proto::CreateServerRequest {
+                name: "Bench".into(),
+                slug: "bench".into(),
+                environment: None,
+            },
+        )
+        .await
+        .ok()?;
+    let metadata = ezforge_core::oauth::clients::ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        client_name: Some("bench".into()),
+        token_endpoint_auth_method: Some("none".into()),
+        grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
+        ..Default::default()
+    };
+    let registered = server.oauth.register(&metadata, "bench").await.ok()?;
+    let user = server
+        .core
+        .store()
+        .user_by_email("bench@example.com")
+        .await
+        .ok()??;
+    let server_row = server.core.store().server_by_slug("bench").await.ok()??;
+    let target = Target {
+        name: format!("ezForge ({})", server.backend),
+        token_url: format!("{url}/token"),
+        client_id: registered.client.client_id.clone(),
+        resource: server.oauth.resource_uri("bench"),
+    };
+    Some((server, db, data, target, user, server_row.id))
+}
+
+/// Codes minted in-process, as the consent step would.
+async fn ezforge_codes(
+    server: &RunningServer,
+    t: &Target,
+    user: &ezforge_core::model::UserRow,
+    server_id: &str,
+    n: usize,
+) -> Vec<String> {
+    let req = AuthorizeRequest {
+        client_id: t.client_id.clone(),
+        client_name: "bench".into(),
+        redirect_uri: REDIRECT.into(),
+        state: None,
+        scope: "mcp:read mcp:write offline_access".into(),
+        code_challenge: s256(VERIFIER),
+        resource: t.resource.clone(),
+        server_id: server_id.into(),
+        server_name: "Bench".into(),
+        prompt: None,
+    };
+    let mut codes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let redirect = server.oauth.approve(user, &req).await.expect("approve");
+        let url = url::Url::parse(&redirect).expect("redirect URL");
+        codes.push(
+            url.query_pairs()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+                .expect("code"),
+        );
+    }
+    codes
+}
+
+struct Peer {
+    child: Child,
+    target: Target,
+    mint_url: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_peer() -> Result<Peer, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/token");
+    if !dir.join("node_modules/oidc-provider").exists() {
+        return Err(format!(
+            "run `npm ci` in {} first (scripts/bench-token.sh does)",
+            dir.display()
+        ));
+    }
+    let mut child = Command::new("node")
+        .arg("oidc-provider.mjs")
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    out.read_line(&mut line).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let info: Value = serde_json::from_str(line.trim())
+        .map_err(|e| format!("unexpected first line `{line}`: {e}"))?;
+    let s = |k: &str| info[k].as_str().unwrap_or_default().to_string();
+    Ok(Peer {
+        mint_url: format!("{}/bench/codes", s("url")),
+        target: Target {
+            name: "oidc-provider".into(),
+            token_url: s("token_endpoint"),
+            client_id: s("client_id"),
+            resource: s("resource"),
+        },
+        child,
+    })
+}
+
+async fn peer_codes(http: &reqwest::Client, peer: &Peer, n: usize) -> Vec<String> {
+    let mut codes = Vec::with_capacity(n);
+    while codes.len() < n {
+        let batch = (n - codes.len()).min(500);
+        let url = format!("{}?n={batch}&challenge={}", peer.mint_url, s256(VERIFIER));
+        let v: Vec<String> = http
+            .post(url)
+            .send()
+            .await
+            .expect("mint")
+            .json()
+            .await
+            .expect("codes");
+        codes.extend(v);
+    }
+    codes
+}
+
+struct Row {
+    target: String,
+    grant: &'static str,
+    outcome: Outcome,
+}
+
+fn rate(o: &Outcome) -> f64 {
+    o.ok as f64 / o.elapsed.as_secs_f64()
+}
+
+async fn measure(
+    http: &reqwest::Client,
+    t: &Target,
+    codes: Vec<String>,
+    concurrency: usize,
+    chain: usize,
+    rows: &mut Vec<Row>,
+) {
+    let (seed, codes) = {
+        let mut codes = codes;
+        let seed: Vec<String> = codes.split_off(codes.len() - concurrency);
+        (seed, codes)
+    };
+    let exchange = exchange_load(http, t, codes, concurrency).await;
+    rows.push(Row {
+        target: t.name.clone(),
+        grant: "authorization_code",
+        outcome: exchange,
+    });
+    let mut tokens = Vec::new();
+    for code in seed {
+        if let Some(v) = post(http, &t.token_url, &t.exchange_form(&code)).await {
+            tokens.push(v["refresh_token"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let refresh = refresh_load(http, t, tokens, chain).await;
+    rows.push(Row {
+        target: t.name.clone(),
+        grant: "refresh_token",
+        outcome: refresh,
+    });
+}
+
+fn main() {
+    let n = env_usize("BENCH_CODES", 2000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 32);
+    let chain = env_usize("BENCH_CHAIN", 50);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
+        let mut rows = Vec::new();
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let Some((server, db, data, target, user, server_id)) = start_ezforge(backend).await else {
+                eprintln!("skipped ezForge on {backend:?}: could not start");
+                continue;
+            };
+            let codes = ezforge_codes(&server, &target, &user, &server_id, n + concurrency).await;
+            measure(&http, &target, codes, concurrency, chain, &mut rows).await;
+            let _ = server.shutdown().await;
+            drop((db, data));
+        }
+        match start_peer() {
+            Ok(peer) => {
+                let codes = peer_codes(&http, &peer, n + concurrency).await;
+                measure(&http, &peer.target, codes, concurrency, chain, &mut rows).await;
+            }
+            Err(e) => eprintln!("skipped oidc-provider: {e}"),
+        }
+        let peer_rate = |grant: &str| rows.iter().find(|r| r.target == "oidc-provider" && r.grant == grant).map(|r| rate(&r.outcome));
+        println!();
+        println!("token endpoint throughput ({n} code exchanges; {concurrency} refresh chains × {chain}; {concurrency} concurrent clients)");
+        println!("| target | grant | ok | failed | seconds | requests/s | × oidc-provider |");
+        println!("|---|---|---|---|---|---|---|");
+        for r in &rows {
+            let ratio = peer_rate(r.grant).map(|p| format!("{:.1}×", rate(&r.outcome) / p)).unwrap_or_else(|| "—".into());
+            println!(
+                "| {} | {} | {} | {} | {:.2} | {:.0} | {} |",
+                r.target,
+                r.grant,
+                r.outcome.ok,
+                r.outcome.failed,
+                r.outcome.elapsed.as_secs_f64(),
+                rate(&r.outcome),
+                ratio
+            );
+        }
+    });
+}
