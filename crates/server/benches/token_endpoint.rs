@@ -154,6 +154,7 @@ async fn start_ezforge(
     let data = tempfile::tempdir().ok()?;
     let mut config = ServerConfig::new("127.0.0.1:0".parse().ok()?, data.path().to_path_buf());
     config.database_url = Some(db.url.clone());
+    config.max_db_connections = env_usize("BENCH_DB_CONNECTIONS", 10) as u32;
     config.oauth.token_per_window = u32::MAX;
     config.oauth.register_per_window = u32::MAX;
     let server = ezforge_server::start(config).await.ok()?;

@@ -273,30 +273,27 @@ pub(crate) async fn revoke_grant(
 }
 
 pub(crate) async fn use_code(pool: &AnyPool, hash: &str, now: i64) -> StoreResult<CodeUse> {
-    let spent =
-        sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(hash)
-            .execute(pool)
-            .await
-            .map_err(backend)?;
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        code_cols!(),
-        " FROM oauth_codes WHERE code_hash = $1"
+    // One round trip on the hot path: the row comes back only to the caller that spent it.
+    let spent = sqlx::query(concat!(
+        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING ",
+        code_cols!()
     ))
+    .bind(now)
     .bind(hash)
     .fetch_optional(pool)
     .await
     .map_err(backend)?;
-    let Some(row) = row else {
-        return Ok(CodeUse::Unknown);
-    };
-    let code = rows::code(&row).map_err(backend)?;
-    Ok(if spent.rows_affected() == 1 {
-        CodeUse::First(code)
-    } else {
-        CodeUse::Replayed(code)
+    if let Some(row) = spent {
+        return Ok(CodeUse::First(rows::code(&row).map_err(backend)?));
+    }
+    let row = sqlx::query(concat!("SELECT ", code_cols!(), " FROM oauth_codes WHERE code_hash = $1"))
+        .bind(hash)
+        .fetch_optional(pool)
+        .await
+        .map_err(backend)?;
+    Ok(match row {
+        Some(row) => CodeUse::Replayed(rows::code(&row).map_err(backend)?),
+        None => CodeUse::Unknown,
     })
 }
 
@@ -345,36 +342,65 @@ pub(crate) async fn rotate_refresh(
     now: i64,
     successor: &RefreshRow,
 ) -> StoreResult<Rotation> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    let spent = sqlx::query("UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = $2 WHERE token_hash = $3 AND used_at IS NULL")
-        .bind(now)
-        .bind(&successor.token_hash)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    if spent.rows_affected() == 1 {
-        insert_refresh_in(&mut *tx, successor).await?;
-    }
-    let row = sqlx::query(concat!(
-        "SELECT ",
+    // No transaction needed: the successor is derived from the token, so inserting it is
+    // idempotent, and it is inserted before the parent is spent. A crash between the two
+    // leaves an unused successor and an unspent parent: the retry completes the rotation.
+    sqlx::query(concat!(
+        "INSERT INTO oauth_refresh_tokens (",
         refresh_cols!(),
-        " FROM oauth_refresh_tokens WHERE token_hash = $1"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash) DO NOTHING"
     ))
-    .bind(hash)
-    .fetch_optional(&mut *tx)
+    .bind(&successor.token_hash)
+    .bind(&successor.grant_id)
+    .bind(&successor.scope)
+    .bind(successor.created_at)
+    .bind(successor.expires_at)
+    .bind(successor.used_at)
+    .bind(&successor.successor_hash)
+    .execute(pool)
     .await
     .map_err(backend)?;
-    tx.commit().await.map_err(backend)?;
-    let Some(row) = row else {
-        return Ok(Rotation::Unknown);
-    };
-    let row = rows::refresh(&row).map_err(backend)?;
-    Ok(if spent.rows_affected() == 1 {
-        Rotation::Rotated(row)
-    } else {
-        Rotation::AlreadyUsed(row)
+    let spent = sqlx::query(concat!(
+        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = $2 WHERE token_hash = $3 AND used_at IS NULL RETURNING ",
+        refresh_cols!()
+    ))
+    .bind(now)
+    .bind(&successor.token_hash)
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    if let Some(row) = spent {
+        return Ok(Rotation::Rotated(rows::refresh(&row).map_err(backend)?));
+    }
+    Ok(match refresh(pool, hash).await? {
+        Some(row) => Rotation::AlreadyUsed(row),
+        None => Rotation::Unknown,
     })
+}
+
+pub(crate) async fn refresh_with_grant(pool: &AnyPool, hash: &str) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
+    let r = sqlx::query(
+        "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash,
+                g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason
+         FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    let Some(r) = r else { return Ok(None) };
+    let grant = rows::grant(&r).map_err(backend)?;
+    let refresh = RefreshRow {
+        token_hash: sqlx::Row::try_get(&r, "token_hash").map_err(backend)?,
+        grant_id: sqlx::Row::try_get(&r, "grant_id").map_err(backend)?,
+        scope: sqlx::Row::try_get(&r, "r_scope").map_err(backend)?,
+        created_at: sqlx::Row::try_get(&r, "r_created_at").map_err(backend)?,
+        expires_at: sqlx::Row::try_get(&r, "expires_at").map_err(backend)?,
+        used_at: sqlx::Row::try_get(&r, "used_at").map_err(backend)?,
+        successor_hash: sqlx::Row::try_get(&r, "successor_hash").map_err(backend)?,
+    };
+    Ok(Some((refresh, grant)))
 }
 
 pub(crate) async fn consent(

@@ -6,6 +6,7 @@ use super::{OAuth, OAuthError, redirect, scope};
 use crate::{ids, secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// The metadata a client may register (RFC 7591 §2). Unknown fields are ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -248,11 +249,18 @@ impl OAuth {
                 .map(|c| Some((*c).clone()));
         }
         let now = self.now();
-        Ok(self
-            .store
-            .client(client_id)
-            .await?
-            .filter(|c| c.expires_at.is_none_or(|e| e > now)))
+        let client = match self.client_cache.get(client_id) {
+            Some(c) => c,
+            None => match self.store.client(client_id).await? {
+                Some(c) => {
+                    let c = Arc::new(c);
+                    self.client_cache.insert(client_id.to_string(), c.clone());
+                    c
+                }
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((*client).clone()).filter(|c| c.expires_at.is_none_or(|e| e > now)))
     }
 
     /// Authenticates the caller of the token, revocation or introspection endpoint.
@@ -306,6 +314,7 @@ impl OAuth {
     ) -> Result<bool, OAuthError> {
         match self.store.client(client_id).await? {
             Some(c) if c.project_id.as_deref() == Some(project_id) => {
+                self.client_cache.invalidate(client_id);
                 Ok(self.store.delete_client(client_id).await?)
             }
             _ => Ok(false),

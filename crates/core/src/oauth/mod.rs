@@ -78,6 +78,8 @@ pub struct OAuth {
     token_limiter: WindowLimiter,
     /// `None`: client metadata documents are not accepted.
     cimd: Option<cimd::CimdCache>,
+    /// Registered clients, briefly: every token request looks its client up.
+    client_cache: moka::sync::Cache<String, Arc<model::ClientRow>>,
 }
 
 impl OAuth {
@@ -98,6 +100,10 @@ impl OAuth {
             master,
             keys,
             cimd: None,
+            client_cache: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
         };
         oauth.ensure_signing_key().await?;
         Ok(oauth)

@@ -179,12 +179,12 @@ impl OAuth {
             .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
         let now = self.now();
         let hash = secret::hash(token);
-        let row = self
+        let (row, grant) = self
             .store
-            .refresh(&hash)
+            .refresh_with_grant(&hash)
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
-        let grant = self.live_grant(&row.grant_id, client).await?;
+        let grant = check_grant(grant, client)?;
         if row.expires_at <= now {
             return Err(OAuthError::InvalidGrant("the refresh token expired".into()));
         }
@@ -276,15 +276,7 @@ impl OAuth {
             .grant(grant_id)
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("the grant no longer exists".into()))?;
-        if grant.revoked_at.is_some() {
-            return Err(OAuthError::InvalidGrant("the grant was revoked".into()));
-        }
-        if grant.client_id != client.client_id {
-            return Err(OAuthError::InvalidGrant(
-                "the grant belongs to another client".into(),
-            ));
-        }
-        Ok(grant)
+        check_grant(grant, client)
     }
 
     fn respond(
@@ -354,4 +346,15 @@ impl OAuth {
         }
         Ok(claims)
     }
+}
+
+/// A grant may issue tokens only while not revoked, and only to its own client.
+fn check_grant(grant: GrantRow, client: &ClientRow) -> Result<GrantRow, OAuthError> {
+    if grant.revoked_at.is_some() {
+        return Err(OAuthError::InvalidGrant("the grant was revoked".into()));
+    }
+    if grant.client_id != client.client_id {
+        return Err(OAuthError::InvalidGrant("the grant belongs to another client".into()));
+    }
+    Ok(grant)
 }
