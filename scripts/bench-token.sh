@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 (cd bench/token && npm ci --no-audit --no-fund --silent)
-cargo bench -p ezforge-server --bench token_endpoint
+cargo bench -p ezforge --bench token_endpoint

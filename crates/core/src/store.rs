@@ -134,7 +134,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()>;
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
     /// A refresh token with its grant, in one query.
-    async fn refresh_with_grant(&self, token_hash: &str) -> StoreResult<Option<(RefreshRow, GrantRow)>>;
+    async fn refresh_with_grant(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(RefreshRow, GrantRow)>>;
     /// Spends a refresh token and stores its successor atomically: at most one caller rotates.
     async fn rotate_refresh(
         &self,

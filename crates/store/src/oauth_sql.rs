@@ -286,11 +286,15 @@ pub(crate) async fn use_code(pool: &AnyPool, hash: &str, now: i64) -> StoreResul
     if let Some(row) = spent {
         return Ok(CodeUse::First(rows::code(&row).map_err(backend)?));
     }
-    let row = sqlx::query(concat!("SELECT ", code_cols!(), " FROM oauth_codes WHERE code_hash = $1"))
-        .bind(hash)
-        .fetch_optional(pool)
-        .await
-        .map_err(backend)?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        code_cols!(),
+        " FROM oauth_codes WHERE code_hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
     Ok(match row {
         Some(row) => CodeUse::Replayed(rows::code(&row).map_err(backend)?),
         None => CodeUse::Unknown,
@@ -379,7 +383,10 @@ pub(crate) async fn rotate_refresh(
     })
 }
 
-pub(crate) async fn refresh_with_grant(pool: &AnyPool, hash: &str) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
+pub(crate) async fn refresh_with_grant(
+    pool: &AnyPool,
+    hash: &str,
+) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
     let r = sqlx::query(
         "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash,
                 g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason

@@ -649,7 +649,10 @@ impl Store for SqlStore {
         crate::oauth_sql::rotate_refresh(&self.pool, token_hash, now, successor).await
     }
 
-    async fn refresh_with_grant(&self, token_hash: &str) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
+    async fn refresh_with_grant(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
         crate::oauth_sql::refresh_with_grant(&self.pool, token_hash).await
     }
 

@@ -61,6 +61,13 @@ ezforge_testkit::backend_tests! {
         assert_eq!(store.user_count().await.unwrap(), 0);
         if db.backend == ezforge_testkit::Backend::Sqlite {
             assert_eq!(store.sqlite_journal_mode().await.as_deref(), Some("wal"));
+            // Per-connection settings must hold on every pooled connection.
+            for _ in 0..8 {
+                let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(store.pool()).await.unwrap();
+                let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
+                let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(store.pool()).await.unwrap();
+                assert_eq!((fk, sync, busy), (1, 1, 5000), "foreign_keys on, synchronous NORMAL, busy_timeout 5 s");
+            }
         }
     }
 

@@ -354,7 +354,9 @@ fn check_grant(grant: GrantRow, client: &ClientRow) -> Result<GrantRow, OAuthErr
         return Err(OAuthError::InvalidGrant("the grant was revoked".into()));
     }
     if grant.client_id != client.client_id {
-        return Err(OAuthError::InvalidGrant("the grant belongs to another client".into()));
+        return Err(OAuthError::InvalidGrant(
+            "the grant belongs to another client".into(),
+        ));
     }
     Ok(grant)
 }

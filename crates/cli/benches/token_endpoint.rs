@@ -1,15 +1,14 @@
 //! Token endpoint throughput: authorization-code exchange and refresh (with rotation), on
 //! ezForge with SQLite and with PostgreSQL, and on `oidc-provider` (npm) configured the same way
 //! (PKCE S256, resource indicators, ES256 JWT access tokens, rotating refresh tokens), all on
-//! this machine in the same run with the same load generator. Prints a table.
+//! this machine in the same run with the same load generator. Both servers run as their own
+//! processes (`ezforge serve`, `node`); the load generator is this process. Prints a table.
 //!
 //! `bash scripts/bench-token.sh` (installs the peer with `npm ci`, then runs this).
 //! Environment: BENCH_CODES (default 2000), BENCH_CONCURRENCY (32), BENCH_CHAIN (50 refreshes
 //! per chain, one chain per worker).
 
-use ezforge_core::oauth::authorize::AuthorizeRequest;
 use ezforge_core::oauth::token::s256;
-use ezforge_server::{RunningServer, ServerConfig};
 use ezforge_testkit::{Backend, TestDb};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -139,26 +138,56 @@ async fn refresh_load(
     }
 }
 
-/// ezForge in-process on `backend`, with a user, a project, a server and a public client.
-async fn start_ezforge(
-    backend: Backend,
-) -> Option<(
-    RunningServer,
-    TestDb,
-    tempfile::TempDir,
-    Target,
-    ezforge_core::model::UserRow,
-    String,
-)> {
+/// `ezforge serve` as its own process on `backend`, with a user, a project, a server and a
+/// public client that the user has already consented to.
+struct Ezforge {
+    child: Child,
+    _db: TestDb,
+    _data: tempfile::TempDir,
+    target: Target,
+    url: String,
+    session: String,
+}
+
+impl Drop for Ezforge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_ezforge(backend: Backend) -> Option<Ezforge> {
     let db = TestDb::new(backend).await?;
     let data = tempfile::tempdir().ok()?;
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().ok()?, data.path().to_path_buf());
-    config.database_url = Some(db.url.clone());
-    config.max_db_connections = env_usize("BENCH_DB_CONNECTIONS", 10) as u32;
-    config.oauth.token_per_window = u32::MAX;
-    config.oauth.register_per_window = u32::MAX;
-    let server = ezforge_server::start(config).await.ok()?;
-    let url = format!("http://{}", server.addr);
+    let conns = env_usize("BENCH_DB_CONNECTIONS", 10).to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ezforge"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--db-max-connections",
+            &conns,
+        ])
+        .args([
+            "--token-rate",
+            "4000000000",
+            "--register-rate",
+            "4000000000",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("EZFORGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let mut out = BufReader::new(child.stdout.take()?);
+    let mut line = String::new();
+    out.read_line(&mut line).ok()?;
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line.trim().rsplit(' ').next()?.to_string();
     let client = ezforge_client::Client::new(&url);
     let s = client
         .signup(&ezforge_proto::SignupRequest {
@@ -184,62 +213,137 @@ async fn start_ezforge(
         )
         .await
         .ok()?;
-    let metadata = ezforge_core::oauth::clients::ClientMetadata {
-        redirect_uris: vec![REDIRECT.into()],
-        client_name: Some("bench".into()),
-        token_endpoint_auth_method: Some("none".into()),
-        grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-        ..Default::default()
-    };
-    let registered = server.oauth.register(&metadata, "bench").await.ok()?;
-    let user = server
-        .core
-        .store()
-        .user_by_email("bench@example.com")
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()?;
+    let reg: Value = http
+        .post(format!("{url}/register"))
+        .json(&serde_json::json!({
+            "client_name": "bench",
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }))
+        .send()
         .await
-        .ok()??;
-    let server_row = server.core.store().server_by_slug("bench").await.ok()??;
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     let target = Target {
-        name: format!("ezForge ({})", server.backend),
+        name: format!(
+            "ezForge ({})",
+            if backend == Backend::Sqlite {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+        ),
         token_url: format!("{url}/token"),
-        client_id: registered.client.client_id.clone(),
-        resource: server.oauth.resource_uri("bench"),
+        client_id: reg["client_id"].as_str()?.to_string(),
+        resource: format!("{url}/mcp/bench"),
     };
-    Some((server, db, data, target, user, server_row.id))
+    let ez = Ezforge {
+        child,
+        _db: db,
+        _data: data,
+        target,
+        url,
+        session: s.token,
+    };
+    // Consent once; later authorizations come straight back with a code.
+    let page = http
+        .get(ez.authorize_url())
+        .header("Cookie", ez.cookie())
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = page.find(&marker)? + marker.len();
+        Some(page[start..start + page[start..].find('"')?].to_string())
+    };
+    let form = [
+        ("request", field("request")?),
+        ("csrf", field("csrf")?),
+        ("decision", "allow".to_string()),
+    ];
+    http.post(format!("{}/authorize", ez.url))
+        .header("Cookie", ez.cookie())
+        .form(&form)
+        .send()
+        .await
+        .ok()?;
+    Some(ez)
 }
 
-/// Codes minted in-process, as the consent step would.
-async fn ezforge_codes(
-    server: &RunningServer,
-    t: &Target,
-    user: &ezforge_core::model::UserRow,
-    server_id: &str,
-    n: usize,
-) -> Vec<String> {
-    let req = AuthorizeRequest {
-        client_id: t.client_id.clone(),
-        client_name: "bench".into(),
-        redirect_uri: REDIRECT.into(),
-        state: None,
-        scope: "mcp:read mcp:write offline_access".into(),
-        code_challenge: s256(VERIFIER),
-        resource: t.resource.clone(),
-        server_id: server_id.into(),
-        server_name: "Bench".into(),
-        prompt: None,
-    };
-    let mut codes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let redirect = server.oauth.approve(user, &req).await.expect("approve");
-        let url = url::Url::parse(&redirect).expect("redirect URL");
-        codes.push(
-            url.query_pairs()
-                .find(|(k, _)| k == "code")
-                .map(|(_, v)| v.into_owned())
-                .expect("code"),
-        );
+impl Ezforge {
+    fn cookie(&self) -> String {
+        format!("ezf_session={}", self.session)
     }
-    codes
+
+    fn authorize_url(&self) -> String {
+        let q = serde_urlencoded_pairs(&[
+            ("response_type", "code"),
+            ("client_id", &self.target.client_id),
+            ("redirect_uri", REDIRECT),
+            ("scope", "mcp:read mcp:write offline_access"),
+            ("code_challenge", &s256(VERIFIER)),
+            ("code_challenge_method", "S256"),
+            ("resource", &self.target.resource),
+        ]);
+        format!("{}/authorize?{q}", self.url)
+    }
+
+    /// Codes the way a returning, already-consented user gets them: one `GET /authorize` each.
+    async fn codes(&self, n: usize) -> Vec<String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let (url, cookie) = (self.authorize_url(), self.cookie());
+        let fetch = |_| {
+            let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
+            async move {
+                let resp = http
+                    .get(&url)
+                    .header("Cookie", cookie)
+                    .send()
+                    .await
+                    .expect("authorize");
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .expect("redirect")
+                    .to_string();
+                let parsed = url::Url::parse(&location).expect("redirect URL");
+                parsed
+                    .query_pairs()
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+                    .expect("code")
+            }
+        };
+        let mut codes = Vec::with_capacity(n);
+        while codes.len() < n {
+            let batch = (n - codes.len()).min(64);
+            codes.extend(futures::future::join_all((0..batch).map(fetch)).await);
+        }
+        codes
+    }
+}
+
+fn serde_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
 }
 
 struct Peer {
@@ -362,14 +466,18 @@ fn main() {
         let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
         let mut rows = Vec::new();
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            let Some((server, db, data, target, user, server_id)) = start_ezforge(backend).await else {
+            let Some(ez) = start_ezforge(backend).await else {
                 eprintln!("skipped ezForge on {backend:?}: could not start");
                 continue;
             };
-            let codes = ezforge_codes(&server, &target, &user, &server_id, n + concurrency).await;
-            measure(&http, &target, codes, concurrency, chain, &mut rows).await;
-            let _ = server.shutdown().await;
-            drop((db, data));
+            if std::env::var("BENCH_BASELINE").is_ok() {
+                // The load generator's own ceiling: a request the server refuses at once.
+                let junk: Vec<String> = (0..n).map(|i| format!("not-a-code-{i}")).collect();
+                let o = exchange_load(&http, &ez.target, junk, concurrency).await;
+                println!("baseline {}: {} refusals in {:.2}s = {:.0}/s", ez.target.name, o.failed, o.elapsed.as_secs_f64(), o.failed as f64 / o.elapsed.as_secs_f64());
+            }
+            let codes = ez.codes(n + concurrency).await;
+            measure(&http, &ez.target, codes, concurrency, chain, &mut rows).await;
         }
         match start_peer() {
             Ok(peer) => {
