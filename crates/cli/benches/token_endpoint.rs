@@ -299,22 +299,48 @@ impl Ezforge {
         format!("{}/authorize?{q}", self.url)
     }
 
-    /// Codes the way a returning, already-consented user gets them: one `GET /authorize` each.
+    /// Codes the way a user gets them: `GET /authorize` (a public loopback client sees the
+    /// consent page every time), then the consent form's `POST`.
     async fn codes(&self, n: usize) -> Vec<String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        let (url, cookie) = (self.authorize_url(), self.cookie());
         let fetch = |_| {
-            let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
+            let (http, url, cookie, base) = (
+                http.clone(),
+                self.authorize_url(),
+                self.cookie(),
+                self.url.clone(),
+            );
             async move {
                 let resp = http
                     .get(&url)
-                    .header("Cookie", cookie)
+                    .header("Cookie", &cookie)
                     .send()
                     .await
                     .expect("authorize");
+                let resp = if resp.status() == 200 {
+                    let page = resp.text().await.expect("consent page");
+                    let field = |name: &str| {
+                        let marker = format!("name=\"{name}\" value=\"");
+                        let start = page.find(&marker).expect("field") + marker.len();
+                        page[start..start + page[start..].find('"').expect("quote")].to_string()
+                    };
+                    let form = [
+                        ("request", field("request")),
+                        ("csrf", field("csrf")),
+                        ("decision", "allow".to_string()),
+                    ];
+                    http.post(format!("{base}/authorize"))
+                        .header("Cookie", &cookie)
+                        .form(&form)
+                        .send()
+                        .await
+                        .expect("consent")
+                } else {
+                    resp
+                };
                 let location = resp
                     .headers()
                     .get("location")

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod model;
 pub mod oauth;
 pub mod password;
+pub mod policy;
 pub mod principal;
 pub mod ratelimit;
 pub mod secret;

@@ -11,6 +11,8 @@ pub struct UserRow {
     pub email: String,
     pub password_hash: String,
     pub is_admin: bool,
+    /// Created with an invite bound to this address.
+    pub email_verified: bool,
     pub created_at: i64,
 }
 
@@ -20,6 +22,7 @@ impl UserRow {
             id: self.id.clone(),
             email: self.email.clone(),
             is_admin: self.is_admin,
+            email_verified: self.email_verified,
             created_at: to_datetime(self.created_at),
         }
     }

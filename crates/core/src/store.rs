@@ -130,7 +130,13 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the grant (and so its codes and refresh family); false if already revoked.
     async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
     /// Spends a code atomically: the first caller gets `First`, every later one `Replayed`.
-    async fn use_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeUse>;
+    async fn use_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        code_challenge: &str,
+        now: i64,
+    ) -> StoreResult<CodeUse>;
     async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()>;
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
     /// A refresh token with its grant, in one query.
@@ -151,5 +157,19 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
         server_id: &str,
     ) -> StoreResult<Option<ConsentRow>>;
+    async fn delete_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        server_id: &str,
+    ) -> StoreResult<()>;
+    /// Revokes every live grant of `user_id` on the servers of `project_id`; returns how many.
+    async fn revoke_user_grants_in_project(
+        &self,
+        user_id: &str,
+        project_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> StoreResult<u64>;
     async fn upsert_consent(&self, consent: &ConsentRow) -> StoreResult<()>;
 }

@@ -28,6 +28,10 @@ pub struct User {
     pub email: String,
     /// The first user of an instance is its admin.
     pub is_admin: bool,
+    /// Whether the address is known to be the user's (signed up with an invite bound to it).
+    /// Access allow-lists match verified addresses only.
+    #[serde(default)]
+    pub email_verified: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }

@@ -55,8 +55,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` entry when the operator
-/// said a proxy sets it.
+/// The client's address: the TCP peer, or the last `X-Forwarded-For` entry (the one the trusted
+/// proxy added) when the operator said a proxy sets it.
 pub struct ClientAddr(pub String);
 
 impl FromRequestParts<AppState> for ClientAddr {
@@ -71,7 +71,9 @@ impl FromRequestParts<AppState> for ClientAddr {
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                // The right-most entry is the one our proxy appended; entries to its left
+                // were written by the client and prove nothing.
+                .and_then(|v| v.rsplit(',').next())
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         {

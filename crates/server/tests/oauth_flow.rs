@@ -125,7 +125,9 @@ ezforge_testkit::backend_tests! {
     async fn consent_is_remembered_until_more_is_asked(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
-        let client_id = t.public_client().await;
+        // A confidential client: remembered consent applies to it.
+        let (_, reg) = t.register_client(json!({"client_name": "Conf", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"})).await;
+        let client_id = reg["client_id"].as_str().unwrap().to_string();
         t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
         // Same scopes again: straight back with a code.
         let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[])).await;
@@ -136,6 +138,52 @@ ezforge_testkit::backend_tests! {
         assert_eq!(resp.status(), 200);
         let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[("prompt", "consent")])).await;
         assert_eq!(resp.status(), 200);
+        // Revoking the grant forgets the consent.
+        let grants = t.as_session(&owner).list_grants("demo-project", "demo").await.unwrap().grants;
+        for g in &grants {
+            t.as_session(&owner).revoke_grant("demo-project", "demo", &g.id).await.unwrap();
+        }
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 200, "after revocation the user is asked again");
+    }
+
+    /// RFC 8252 §8.6: a public client's id is no secret and any local program can listen on a
+    /// loopback port, so such a client never gets a silent approval.
+    async fn public_loopback_clients_always_ask(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 200, "the consent page again");
+    }
+
+    /// Losing membership, or a tighter access policy, ends the grants it allowed.
+    async fn grants_end_with_the_right_to_authorize(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let bob = t.signup("bob@example.com").await;
+        t.as_session(&owner).add_member("demo-project", "bob@example.com", ezforge_proto::Role::Member).await.unwrap();
+        let client_id = t.public_client().await;
+        let code = t.code_for(&bob, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        t.as_session(&owner).remove_member("demo-project", &bob.info.user.id).await.unwrap();
+        let (status, body) = t.refresh(&client_id, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        assert!(t.server.oauth.verify_access_token(tokens["access_token"].as_str().unwrap(), Some(&resource)).await.is_err());
+
+        // Policy: instance-wide, then back to members only.
+        let update = |policy: &str| ezforge_proto::UpdateServerRequest { access_policy: Some(policy.into()), ..Default::default() };
+        t.as_session(&owner).update_server("demo-project", "demo", &update("instance")).await.unwrap();
+        let code = t.code_for(&bob, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let owner_code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, owner_tokens) = t.exchange(&client_id, &owner_code).await;
+        t.as_session(&owner).update_server("demo-project", "demo", &update("members")).await.unwrap();
+        let (status, _) = t.refresh(&client_id, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 400, "bob is no longer admitted");
+        let (status, _) = t.refresh(&client_id, owner_tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 200, "the owner still is");
     }
 
     /// PKCE is mandatory and S256 only.
@@ -223,6 +271,11 @@ ezforge_testkit::backend_tests! {
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
         let (status, body) = t.exchange(other["client_id"].as_str().unwrap(), &code).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        // Neither another client nor a wrong verifier burns the code for its rightful owner.
+        let (status, _) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("code_verifier", &"y".repeat(50))]).await;
+        assert_eq!(status, 400);
+        let (status, body) = t.exchange(&client_id, &code).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// Reuse of a spent refresh token after the grace window revokes the whole family; a retry
@@ -300,18 +353,32 @@ ezforge_testkit::backend_tests! {
     async fn who_may_authorize_follows_the_access_policy(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
-        let outsider = t.signup("someone@corp.example").await;
+        // Anyone can sign up under the allow-listed domain: that proves nothing.
+        let squatter = t.signup("squatter@corp.example").await;
+        // An address is verified when the account came from an invite bound to it.
+        let invite = t.as_session(&owner).create_invite(Some("someone@corp.example")).await.unwrap();
+        let verified = t
+            .client()
+            .signup(&ezforge_proto::SignupRequest { email: "someone@corp.example".into(), password: PASSWORD.into(), invite_code: Some(invite.code) })
+            .await
+            .unwrap();
+        assert!(verified.info.user.email_verified && !squatter.info.user.email_verified);
         let client_id = t.public_client().await;
         let url = t.authorize_url(&client_id, &resource, "mcp:read", &[]);
-        let resp = t.get_authorize(&outsider, &url).await;
-        assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "access_denied", "members only by default");
+        let denied = |resp: reqwest::Response| {
+            let q = query_of(resp.headers()[LOCATION].to_str().unwrap());
+            assert_eq!(q["error"], "access_denied");
+            assert!(!q["error_description"].contains('@'), "the description does not leak the user's email");
+        };
+        denied(t.get_authorize(&verified, &url).await);
         let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest { name: None, access_policy: Some(policy.into()), access_allowlist: list };
         t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["@corp.example".into()]))).await.unwrap();
-        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 200, "the domain is allowed");
+        assert_eq!(t.get_authorize(&verified, &url).await.status(), 200, "a verified address in the domain");
+        denied(t.get_authorize(&squatter, &url).await);
         t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["boss@corp.example".into()]))).await.unwrap();
-        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 302);
+        denied(t.get_authorize(&verified, &url).await);
         t.as_session(&owner).update_server("demo-project", "demo", &update("instance", None)).await.unwrap();
-        assert_eq!(t.get_authorize(&outsider, &url).await.status(), 200, "any user of the instance");
+        assert_eq!(t.get_authorize(&squatter, &url).await.status(), 200, "any user of the instance");
     }
 
     async fn registration_validates_is_idempotent_and_rate_limited(db) {

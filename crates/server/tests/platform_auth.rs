@@ -343,6 +343,17 @@ ezforge_testkit::backend_tests! {
             expect_err(t.client().login("b@example.com", "wrong password!").await, 401, ErrorCode::InvalidCredentials);
         }
         expect_err(t.client().login("b@example.com", PASSWORD).await, 429, ErrorCode::RateLimited);
+        // Parallel guesses cannot slip past the limit: it is counted before the check.
+        let t3 = TestServer::start_with(ezforge_testkit::TestDb::sqlite(), |c| {
+            c.core.login_failures_per_account = 5;
+            c.core.login_failures_per_client = 1000;
+        })
+        .await;
+        t3.signup("c@example.com").await;
+        let client = t3.client();
+        let guesses = futures::future::join_all((0..40).map(|_| client.login("c@example.com", "wrong password!"))).await;
+        let judged = guesses.iter().filter(|r| matches!(r, Err(e) if e.code() == Some(ErrorCode::InvalidCredentials))).count();
+        assert_eq!(judged, 5, "exactly the allowance was checked against the password");
         // Unknown accounts count too and answer exactly like a wrong password.
         let t2 = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
         expect_err(t2.client().login("nobody@example.com", PASSWORD).await, 401, ErrorCode::InvalidCredentials);

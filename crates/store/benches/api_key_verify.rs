@@ -25,6 +25,7 @@ async fn setup(db: &TestDb, cache_ttl: u64) -> (Arc<Core>, String) {
         email: "bench@example.com".into(),
         password_hash: "x".into(),
         is_admin: false,
+        email_verified: false,
         created_at: 0,
     };
     store.insert_user(&user, UserAdmission::Open).await.unwrap();

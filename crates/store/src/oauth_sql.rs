@@ -272,14 +272,23 @@ pub(crate) async fn revoke_grant(
     Ok(r.rows_affected() > 0)
 }
 
-pub(crate) async fn use_code(pool: &AnyPool, hash: &str, now: i64) -> StoreResult<CodeUse> {
-    // One round trip on the hot path: the row comes back only to the caller that spent it.
+pub(crate) async fn use_code(
+    pool: &AnyPool,
+    hash: &str,
+    client_id: &str,
+    challenge: &str,
+    now: i64,
+) -> StoreResult<CodeUse> {
+    // One round trip on the hot path. The code is spent only by its own client with the right
+    // PKCE verifier, so a stolen code presented by anyone else does not burn it.
     let spent = sqlx::query(concat!(
-        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING ",
+        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND client_id = $3 AND code_challenge = $4 RETURNING ",
         code_cols!()
     ))
     .bind(now)
     .bind(hash)
+    .bind(client_id)
+    .bind(challenge)
     .fetch_optional(pool)
     .await
     .map_err(backend)?;
@@ -295,9 +304,14 @@ pub(crate) async fn use_code(pool: &AnyPool, hash: &str, now: i64) -> StoreResul
     .fetch_optional(pool)
     .await
     .map_err(backend)?;
-    Ok(match row {
-        Some(row) => CodeUse::Replayed(rows::code(&row).map_err(backend)?),
-        None => CodeUse::Unknown,
+    let Some(row) = row else {
+        return Ok(CodeUse::Unknown);
+    };
+    let code = rows::code(&row).map_err(backend)?;
+    Ok(if code.used_at.is_some() {
+        CodeUse::Replayed(code)
+    } else {
+        CodeUse::Mismatch(code)
     })
 }
 
@@ -440,4 +454,53 @@ pub(crate) async fn upsert_consent(pool: &AnyPool, c: &ConsentRow) -> StoreResul
     .await
     .map_err(backend)?;
     Ok(())
+}
+
+pub(crate) async fn delete_consent(
+    pool: &AnyPool,
+    user: &str,
+    client: &str,
+    server: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND server_id = $3",
+    )
+    .bind(user)
+    .bind(client)
+    .bind(server)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) async fn revoke_user_grants_in_project(
+    pool: &AnyPool,
+    user: &str,
+    project: &str,
+    now: i64,
+    reason: &str,
+) -> StoreResult<u64> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    sqlx::query(
+        "DELETE FROM oauth_consents WHERE user_id = $1 AND server_id IN (SELECT id FROM servers WHERE project_id = $2)",
+    )
+    .bind(user)
+    .bind(project)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let r = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2
+         WHERE user_id = $3 AND revoked_at IS NULL AND server_id IN (SELECT id FROM servers WHERE project_id = $4)",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user)
+    .bind(project)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    Ok(r.rows_affected())
 }

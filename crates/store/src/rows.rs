@@ -16,6 +16,7 @@ pub(crate) fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         email: r.try_get("email")?,
         password_hash: r.try_get("password_hash")?,
         is_admin: r.try_get::<i64, _>("is_admin")? != 0,
+        email_verified: r.try_get::<i64, _>("email_verified")? != 0,
         created_at: r.try_get("created_at")?,
     })
 }

@@ -16,7 +16,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 // Column lists as macros so that every query stays a `&'static str` (sqlx refuses dynamic SQL).
 macro_rules! user_cols {
     () => {
-        "id, email, password_hash, is_admin, created_at"
+        "id, email, password_hash, is_admin, created_at, email_verified"
     };
 }
 macro_rules! key_cols {
@@ -117,8 +117,8 @@ impl SqlStore {
 /// `INSERT` of a user whose admin flag is decided by whether any user exists yet.
 macro_rules! insert_user {
     () => {
-        "INSERT INTO users (id, email, password_hash, is_admin, created_at)
-         SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END, $4"
+        "INSERT INTO users (id, email, password_hash, is_admin, created_at, email_verified)
+         SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END, $4, $5"
     };
 }
 
@@ -164,6 +164,7 @@ impl Store for SqlStore {
             .bind(&user.email)
             .bind(&user.password_hash)
             .bind(user.created_at)
+            .bind(i64::from(user.email_verified))
             .execute(&mut *tx)
             .await
             .map_err(err("user with this email"))?;
@@ -628,8 +629,14 @@ impl Store for SqlStore {
         crate::oauth_sql::revoke_grant(&self.pool, id, now, reason).await
     }
 
-    async fn use_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeUse> {
-        crate::oauth_sql::use_code(&self.pool, code_hash, now).await
+    async fn use_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        code_challenge: &str,
+        now: i64,
+    ) -> StoreResult<CodeUse> {
+        crate::oauth_sql::use_code(&self.pool, code_hash, client_id, code_challenge, now).await
     }
 
     async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()> {
@@ -663,6 +670,28 @@ impl Store for SqlStore {
         server_id: &str,
     ) -> StoreResult<Option<ConsentRow>> {
         crate::oauth_sql::consent(&self.pool, user_id, client_id, server_id).await
+    }
+
+    async fn delete_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        server_id: &str,
+    ) -> StoreResult<()> {
+        crate::oauth_sql::delete_consent(&self.pool, user_id, client_id, server_id).await
+    }
+
+    async fn revoke_user_grants_in_project(
+        &self,
+        user_id: &str,
+        project_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        crate::oauth_sql::revoke_user_grants_in_project(
+            &self.pool, user_id, project_id, now, reason,
+        )
+        .await
     }
 
     async fn upsert_consent(&self, consent: &ConsentRow) -> StoreResult<()> {

@@ -11,6 +11,7 @@ fn user(email: &str) -> UserRow {
         email: email.into(),
         password_hash: "$argon2id$fake".into(),
         is_admin: false,
+        email_verified: false,
         created_at: 1_700_000_000,
     }
 }

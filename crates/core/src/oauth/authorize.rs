@@ -7,7 +7,7 @@
 
 use super::model::{CodeRow, ConsentRow, GrantRow};
 use super::{OAuth, OAuthError, redirect, scope};
-use crate::model::{AccessPolicy, UserRow};
+use crate::model::UserRow;
 use crate::{ids, secret};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,9 @@ pub struct AuthorizeRequest {
     pub server_id: String,
     pub server_name: String,
     pub prompt: Option<String>,
+    /// A public client: its `client_id` is no secret, so anyone can start a request for it.
+    #[serde(default)]
+    pub public_client: bool,
 }
 
 impl AuthorizeRequest {
@@ -239,6 +242,7 @@ impl OAuth {
             server_id: server.id,
             server_name: server.name,
             prompt: p.prompt.clone(),
+            public_client: client.is_public(),
         })
     }
 
@@ -253,15 +257,7 @@ impl OAuth {
             .server_by_id(&req.server_id)
             .await?
             .ok_or_else(|| OAuthError::InvalidTarget("the server no longer exists".into()))?;
-        Ok(match &server.access_policy {
-            AccessPolicy::Members => self
-                .store
-                .member(&server.project_id, &user.id)
-                .await?
-                .is_some(),
-            AccessPolicy::Instance => true,
-            policy @ AccessPolicy::Allowlist(_) => policy.lists(&user.email),
-        })
+        Ok(crate::policy::admits(self.store.as_ref(), &server, user).await?)
     }
 
     /// Whether the user must see the consent page: nothing remembered for this client and
@@ -276,6 +272,11 @@ impl OAuth {
             .as_deref()
             .is_some_and(|p| p.split(' ').any(|p| p == "consent"))
         {
+            return Ok(true);
+        }
+        // RFC 8252 §8.6: any local program can claim a public client's loopback redirect, so
+        // remembered consent is not enough for one; the user decides every time.
+        if req.public_client && super::redirect::is_loopback_uri(&req.redirect_uri) {
             return Ok(true);
         }
         let remembered = self

@@ -25,6 +25,10 @@ pub struct CimdCache {
     fetcher: Arc<dyn DocumentFetcher>,
     entries: Cache<String, Result<Arc<ClientRow>, String>>,
     failures: Cache<String, String>,
+    /// Fetches in flight at once, and fetches started per minute, instance-wide: the server
+    /// must not become a way to send many requests to somebody else's host.
+    in_flight: tokio::sync::Semaphore,
+    started: crate::ratelimit::WindowLimiter,
 }
 
 impl CimdCache {
@@ -39,6 +43,8 @@ impl CimdCache {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            in_flight: tokio::sync::Semaphore::new(8),
+            started: crate::ratelimit::WindowLimiter::new(120, 60, 16),
         }
     }
 }
@@ -91,6 +97,16 @@ impl OAuth {
         if let Some(Ok(client)) = cache.entries.get(client_id) {
             return Ok(client);
         }
+        if cache.started.hit("fetches", self.now()).is_err() {
+            return Err(OAuthError::InvalidClient(
+                "too many client metadata documents are being fetched right now; try again in a minute".into(),
+            ));
+        }
+        let _permit = cache
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| OAuthError::Server("fetch limiter closed".into()))?;
         match self.fetch_document(cache, client_id).await {
             Ok(client) => {
                 let client = Arc::new(client);

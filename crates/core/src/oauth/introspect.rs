@@ -6,6 +6,22 @@ use crate::secret;
 use serde_json::{Value, json};
 
 impl OAuth {
+    /// Revokes a grant and forgets the consent behind it, so that the client has to ask the
+    /// user again. False if it was already revoked.
+    pub(super) async fn end_grant(&self, grant_id: &str, reason: &str) -> Result<bool, OAuthError> {
+        let Some(grant) = self.store.grant(grant_id).await? else {
+            return Ok(false);
+        };
+        let revoked = self
+            .store
+            .revoke_grant(grant_id, self.now(), reason)
+            .await?;
+        self.store
+            .delete_consent(&grant.user_id, &grant.client_id, &grant.server_id)
+            .await?;
+        Ok(revoked)
+    }
+
     /// The grant behind a token of ours: a refresh token (by hash) or an access token (by `gid`).
     async fn grant_of_token(
         &self,
@@ -43,9 +59,7 @@ impl OAuth {
         if let Some((grant, _, _)) = self.grant_of_token(token).await?
             && grant.client_id == client.client_id
         {
-            self.store
-                .revoke_grant(&grant.id, self.now(), "revoked by the client")
-                .await?;
+            self.end_grant(&grant.id, "revoked by the client").await?;
         }
         Ok(())
     }
@@ -100,8 +114,7 @@ impl OAuth {
     ) -> Result<Option<GrantRow>, OAuthError> {
         match self.store.grant(grant_id).await? {
             Some(g) if g.server_id == server_id => {
-                self.store
-                    .revoke_grant(grant_id, self.now(), "revoked by a project member")
+                self.end_grant(grant_id, "revoked by a project member")
                     .await?;
                 Ok(self.store.grant(grant_id).await?)
             }

@@ -124,6 +124,9 @@ pub enum CodeUse {
     First(CodeRow),
     /// Already spent: a replay.
     Replayed(CodeRow),
+    /// Not spent, but presented by another client or with the wrong PKCE verifier: refused,
+    /// and left usable for its rightful owner.
+    Mismatch(CodeRow),
     Unknown,
 }
 

@@ -16,6 +16,11 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// Whether `uri` is an http URI on a loopback host.
+pub fn is_loopback_uri(uri: &str) -> bool {
+    Url::parse(uri).is_ok_and(|u| u.scheme() == "http" && is_loopback(&u))
+}
+
 /// Checks a redirect URI offered at registration.
 pub fn validate(uri: &str) -> Result<(), String> {
     let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI: {e}"))?;

@@ -105,13 +105,22 @@ impl OAuth {
             ));
         }
         let now = self.now();
-        let code = match self.store.use_code(&secret::hash(code), now).await? {
+        if !valid_verifier(verifier) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier is not a valid PKCE verifier".into(),
+            ));
+        }
+        let code = match self
+            .store
+            .use_code(&secret::hash(code), &client.client_id, &s256(verifier), now)
+            .await?
+        {
             CodeUse::First(code) => code,
-            CodeUse::Replayed(code) => {
-                // A second presentation means the code leaked: end everything issued from it.
+            CodeUse::Replayed(code) if code.client_id == client.client_id => {
+                // A second presentation by its client means the code leaked: end everything
+                // issued from it.
                 if self
-                    .store
-                    .revoke_grant(&code.grant_id, now, "authorization code replayed")
+                    .end_grant(&code.grant_id, "authorization code replayed")
                     .await?
                 {
                     tracing::warn!(grant_id = %code.grant_id, "authorization code replayed; grant revoked");
@@ -120,17 +129,12 @@ impl OAuth {
                     "the authorization code was already used".into(),
                 ));
             }
-            CodeUse::Unknown => {
+            CodeUse::Replayed(_) | CodeUse::Mismatch(_) | CodeUse::Unknown => {
                 return Err(OAuthError::InvalidGrant(
-                    "unknown authorization code".into(),
+                    "the authorization code is unknown, used, issued to another client, or the code_verifier does not match".into(),
                 ));
             }
         };
-        if code.client_id != client.client_id {
-            return Err(OAuthError::InvalidGrant(
-                "the authorization code was issued to another client".into(),
-            ));
-        }
         if code.expires_at <= now {
             return Err(OAuthError::InvalidGrant(
                 "the authorization code expired".into(),
@@ -142,11 +146,6 @@ impl OAuth {
         {
             return Err(OAuthError::InvalidGrant(
                 "redirect_uri differs from the authorization request".into(),
-            ));
-        }
-        if !valid_verifier(verifier) || !secret::ct_eq(&s256(verifier), &code.code_challenge) {
-            return Err(OAuthError::InvalidGrant(
-                "code_verifier does not match the code_challenge".into(),
             ));
         }
         let grant = self.live_grant(&code.grant_id, client).await?;
@@ -237,11 +236,7 @@ impl OAuth {
                     // A retry after a lost response: the same successor, never a second chain.
                     return self.respond(&grant, &access_scope, Some(successor));
                 }
-                if self
-                    .store
-                    .revoke_grant(&grant.id, now, "refresh token reused")
-                    .await?
-                {
+                if self.end_grant(&grant.id, "refresh token reused").await? {
                     tracing::warn!(grant_id = %grant.id, "refresh token reused; token family revoked");
                 }
                 Err(OAuthError::InvalidGrant(

@@ -36,6 +36,7 @@ impl Core {
             (SignupMode::Open, None) => UserAdmission::Open,
             (SignupMode::Invite | SignupMode::Closed, None) => UserAdmission::FirstUserOnly,
         };
+        let mut email_verified = false;
         if let UserAdmission::Invite { code_hash, .. } = &admission {
             // Check the invite's email binding before paying for argon2.
             let invite = self
@@ -46,12 +47,14 @@ impl Core {
             if invite.email.as_deref().is_some_and(|e| e != email) {
                 return Err(CoreError::InviteInvalid);
             }
+            email_verified = invite.email.as_deref() == Some(email.as_str());
         }
         let user = UserRow {
             id: ids::user_id(),
             email,
             password_hash: password::hash(pass.to_string()).await?,
             is_admin: false,
+            email_verified,
             created_at: now,
         };
         let refused = match &admission {
@@ -85,13 +88,13 @@ impl Core {
         let email = email.trim().to_lowercase();
         let account_key = format!("acct:{email}");
         let client_key = format!("ip:{client}");
-        for (limiter, key) in [
-            (&self.login_by_account, &account_key),
-            (&self.login_by_client, &client_key),
-        ] {
-            if let Err(retry_after) = limiter.check(key, now) {
-                return Err(CoreError::RateLimited { retry_after });
-            }
+        // Counted before the password is checked: parallel guesses cannot slip past the limit.
+        self.login_by_account
+            .attempt(&account_key, now)
+            .map_err(|retry_after| CoreError::RateLimited { retry_after })?;
+        if let Err(retry_after) = self.login_by_client.attempt(&client_key, now) {
+            self.login_by_account.forgive(&account_key);
+            return Err(CoreError::RateLimited { retry_after });
         }
         let user = self.store.user_by_email(&email).await?;
         let ok = password::verify(
@@ -102,11 +105,10 @@ impl Core {
         match user {
             Some(user) if ok => {
                 self.login_by_account.reset(&account_key);
+                self.login_by_client.forgive(&client_key);
                 self.start_session(user).await
             }
             _ => {
-                self.login_by_account.record_failure(&account_key, now);
-                self.login_by_client.record_failure(&client_key, now);
                 tracing::info!(client, "failed sign-in");
                 Err(CoreError::InvalidCredentials)
             }

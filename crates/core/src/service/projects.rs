@@ -141,6 +141,19 @@ impl Core {
             ));
         }
         self.store.delete_member(&project.id, user_id).await?;
+        // Leaving the project ends what membership allowed: their OAuth grants on its servers.
+        let revoked = self
+            .store
+            .revoke_user_grants_in_project(
+                user_id,
+                &project.id,
+                self.clock.now(),
+                "no longer a member of the project",
+            )
+            .await?;
+        if revoked > 0 {
+            tracing::info!(user_id, project_id = %project.id, grants = revoked, "grants revoked with the membership");
+        }
         Ok(())
     }
 }

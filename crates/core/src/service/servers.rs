@@ -113,6 +113,7 @@ impl Core {
         if let Some(name) = &update.name {
             server.name = validate::display_name("name", name)?;
         }
+        let before = server.access_policy.clone();
         if update.access_policy.is_some() || update.access_allowlist.is_some() {
             let kind = update
                 .access_policy
@@ -134,9 +135,40 @@ impl Core {
                 ));
             }
         }
+        let policy_changed = server.access_policy != before;
         server.updated_at = self.clock.now();
         self.store.update_server(&server).await?;
+        if policy_changed {
+            self.revoke_grants_outside_policy(&server).await?;
+        }
         Ok(server)
+    }
+
+    /// After a policy change, grants of users the policy no longer admits are revoked.
+    async fn revoke_grants_outside_policy(&self, server: &ServerRow) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        for grant in self.store.grants_of_server(&server.id).await? {
+            if grant.revoked_at.is_some() {
+                continue;
+            }
+            let admitted = match self.store.user_by_id(&grant.user_id).await? {
+                Some(user) => crate::policy::admits(self.store.as_ref(), server, &user).await?,
+                None => false,
+            };
+            if !admitted {
+                self.store
+                    .revoke_grant(
+                        &grant.id,
+                        now,
+                        "the server's access policy no longer admits the user",
+                    )
+                    .await?;
+                self.store
+                    .delete_consent(&grant.user_id, &grant.client_id, &grant.server_id)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn delete_server(

@@ -73,10 +73,9 @@ pub async fn start(
             let url = state.oauth.error_redirect(
                 &req.redirect_uri,
                 req.state.as_deref(),
-                &ezforge_core::oauth::OAuthError::AccessDenied(format!(
-                    "{} may not authorize applications for this server",
-                    user.email
-                )),
+                &ezforge_core::oauth::OAuthError::AccessDenied(
+                    "the signed-in user may not authorize applications for this server".into(),
+                ),
             );
             return redirect(StatusCode::FOUND, &url);
         }
@@ -178,11 +177,45 @@ pub async fn decide(
     }
 }
 
-/// Only same-site paths: no scheme, no `//host`, no backslashes.
+/// Where to go after signing in: only back to `/authorize?…` on this site, with no
+/// characters a browser would strip or reinterpret (tabs, newlines, backslashes, spaces), so
+/// `/\t/evil.example` cannot become `//evil.example`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with("/authorize?")
+                && !n
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_cannot_leave_the_site() {
+        assert_eq!(
+            safe_next(Some("/authorize?client_id=x&state=y")),
+            "/authorize?client_id=x&state=y"
+        );
+        for evil in [
+            "//evil.example",
+            "/\t/evil.example/x",
+            "/%09/evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "/authorize?\n",
+            "/login",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }
 

@@ -31,7 +31,10 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64: may reach private IPv4
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: may reach private IPv4
+                || (s[0] == 0x2002) // 6to4: embeds an IPv4 address
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo
+                || s[..6].iter().all(|x| *x == 0)) // IPv4-compatible ::a.b.c.d (deprecated)
         }
     }
 }
@@ -83,6 +86,8 @@ impl DocumentFetcher for HttpFetcher {
             ));
         }
         let client = reqwest::Client::builder()
+            // A proxy would resolve the host itself and undo the checks above.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
@@ -156,6 +161,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            "::7f00:1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
