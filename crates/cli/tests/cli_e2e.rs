@@ -233,3 +233,124 @@ fn serve_help_documents_every_option() {
         assert!(help.contains(opt), "serve --help lacks {opt}");
     }
 }
+
+/// The OAuth management commands: registered clients, grants, signing keys.
+#[tokio::test]
+async fn oauth_management_commands() {
+    let db = TestDb::sqlite();
+    let s = serve(&db, &[]);
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    ok(&ez(
+        c,
+        &s.url,
+        &["auth", "signup", "--email", "admin@example.com"],
+        Some(PASSWORD),
+        &[],
+    ));
+    ok(&ez(c, &s.url, &["project", "create", "p1"], None, &[]));
+
+    let secret = ok(&ez(
+        c,
+        &s.url,
+        &[
+            "oauth-clients",
+            "create",
+            "p1",
+            "--name",
+            "Acme",
+            "--redirect-uri",
+            "https://acme.example/cb",
+        ],
+        None,
+        &[],
+    ));
+    assert!(
+        secret.trim().starts_with("ezf_cs_"),
+        "the secret alone on stdout: {secret}"
+    );
+    let public = ok(&ez(
+        c,
+        &s.url,
+        &[
+            "oauth-clients",
+            "create",
+            "p1",
+            "--name",
+            "Desk",
+            "--redirect-uri",
+            "http://127.0.0.1:8976/cb",
+            "--public",
+        ],
+        None,
+        &[],
+    ));
+    assert!(
+        public.trim().starts_with("mcp_"),
+        "a public client prints its id: {public}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok(&ez(
+        c,
+        &s.url,
+        &["oauth-clients", "list", "p1", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(listed["clients"].as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains(secret.trim()));
+    let err = fails(
+        &ez(
+            c,
+            &s.url,
+            &[
+                "oauth-clients",
+                "create",
+                "p1",
+                "--name",
+                "Bad",
+                "--redirect-uri",
+                "http://evil.example/cb",
+            ],
+            None,
+            &[],
+        ),
+        2,
+    );
+    assert!(err.contains("loopback"), "{err}");
+    ok(&ez(
+        c,
+        &s.url,
+        &["oauth-clients", "delete", "p1", public.trim()],
+        None,
+        &[],
+    ));
+
+    let keys: serde_json::Value = serde_json::from_str(&ok(&ez(
+        c,
+        &s.url,
+        &["admin", "signing-keys", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    let out = ok(&ez(c, &s.url, &["admin", "rotate-signing-key"], None, &[]));
+    assert!(out.contains("published now"), "{out}");
+    let keys: serde_json::Value = serde_json::from_str(&ok(&ez(
+        c,
+        &s.url,
+        &["admin", "signing-keys", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+
+    // Grants: an unknown server is "not found" (exit 5).
+    let err = fails(
+        &ez(c, &s.url, &["grants", "list", "p1", "nope"], None, &[]),
+        5,
+    );
+    assert!(err.contains("not found"), "{err}");
+}
