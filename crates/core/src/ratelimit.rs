@@ -42,19 +42,7 @@ impl FailureLimiter {
     }
 
     pub fn record_failure(&self, key: &str, now: i64) {
-        let window_secs = self.window_secs;
-        self.windows
-            .entry(key.to_string())
-            .and_upsert_with(|existing| match existing.map(|e| e.into_value()) {
-                Some(w) if now < w.start + window_secs => Window {
-                    start: w.start,
-                    count: w.count.saturating_add(1),
-                },
-                _ => Window {
-                    start: now,
-                    count: 1,
-                },
-            });
+        let _ = self.attempt(key, now);
     }
 
     /// Counts an attempt and checks it in one atomic step, so that parallel attempts cannot all

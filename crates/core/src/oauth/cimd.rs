@@ -4,10 +4,9 @@
 //! The fetching itself (SSRF-hardened: no private targets, no redirects, size cap, timeout)
 //! lives in the HTTP layer behind [`DocumentFetcher`]; this module validates and caches.
 
-use super::clients::{ClientMetadata, normalize};
+use super::clients::{ClientMetadata, client_row, normalize};
 use super::model::{ClientKind, ClientRow};
 use super::{OAuth, OAuthError};
-use crate::secret;
 use async_trait::async_trait;
 use moka::sync::Cache;
 use std::sync::Arc;
@@ -156,26 +155,13 @@ impl OAuth {
             metadata.grant_types = Some(vec!["authorization_code".into(), "refresh_token".into()]);
         }
         let normalized = normalize(&metadata).map_err(|e| e.description())?;
-        Ok(ClientRow {
-            client_id: client_id.to_string(),
-            kind: ClientKind::Document,
-            project_id: None,
-            client_name: metadata.client_name.clone(),
-            redirect_uris: metadata.redirect_uris.clone(),
-            grant_types: metadata.grant_types.clone().unwrap_or_default(),
-            token_endpoint_auth_method: "none".into(),
-            application_type: normalized["application_type"]
-                .as_str()
-                .unwrap_or("web")
-                .to_string(),
-            metadata_hash: secret::hash(&normalized.to_string()),
-            metadata: normalized,
-            secret_hash: None,
-            created_by: None,
-            created_at: self.now(),
-            last_used_at: None,
-            expires_at: None,
-        })
+        Ok(client_row(
+            client_id.to_string(),
+            ClientKind::Document,
+            metadata.client_name.clone(),
+            normalized,
+            self.now(),
+        ))
     }
 }
 

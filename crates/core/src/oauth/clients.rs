@@ -140,6 +140,39 @@ pub(super) fn normalize(m: &ClientMetadata) -> Result<Value, OAuthError> {
     Ok(out)
 }
 
+/// A client row from normalized metadata; the caller sets kind-specific fields.
+pub(super) fn client_row(
+    client_id: String,
+    kind: ClientKind,
+    client_name: Option<String>,
+    normalized: Value,
+    now: i64,
+) -> ClientRow {
+    ClientRow {
+        client_id,
+        kind,
+        project_id: None,
+        client_name,
+        redirect_uris: list(&normalized, "redirect_uris"),
+        grant_types: list(&normalized, "grant_types"),
+        token_endpoint_auth_method: normalized["token_endpoint_auth_method"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string(),
+        application_type: normalized["application_type"]
+            .as_str()
+            .unwrap_or("web")
+            .to_string(),
+        metadata_hash: secret::hash(&normalized.to_string()),
+        metadata: normalized,
+        secret_hash: None,
+        created_by: None,
+        created_at: now,
+        last_used_at: None,
+        expires_at: None,
+    }
+}
+
 fn list(v: &Value, key: &str) -> Vec<String> {
     v[key]
         .as_array()
@@ -179,24 +212,15 @@ impl OAuth {
         }
         let (secret, secret_hash) = new_secret(&method);
         let client = ClientRow {
-            client_id: ids::new_id("mcp"),
-            kind: ClientKind::Dynamic,
-            project_id: None,
-            client_name: metadata.client_name.clone(),
-            redirect_uris: list(&normalized, "redirect_uris"),
-            grant_types: list(&normalized, "grant_types"),
-            token_endpoint_auth_method: method,
-            application_type: normalized["application_type"]
-                .as_str()
-                .unwrap_or("web")
-                .to_string(),
-            metadata: normalized,
-            metadata_hash: hash,
             secret_hash,
-            created_by: None,
-            created_at: now,
-            last_used_at: None,
             expires_at: Some(now + self.settings.unused_client_ttl_secs),
+            ..client_row(
+                ids::new_id("mcp"),
+                ClientKind::Dynamic,
+                metadata.client_name.clone(),
+                normalized,
+                now,
+            )
         };
         self.store.insert_client(&client).await?;
         tracing::info!(client_id = %client.client_id, "client registered");
@@ -217,24 +241,16 @@ impl OAuth {
             .to_string();
         let (secret, secret_hash) = new_secret(&method);
         let client = ClientRow {
-            client_id: ids::new_id("mcp"),
-            kind: ClientKind::Registered,
             project_id: Some(project_id.to_string()),
-            client_name: metadata.client_name.clone(),
-            redirect_uris: list(&normalized, "redirect_uris"),
-            grant_types: list(&normalized, "grant_types"),
-            token_endpoint_auth_method: method,
-            application_type: normalized["application_type"]
-                .as_str()
-                .unwrap_or("web")
-                .to_string(),
-            metadata_hash: secret::hash(&normalized.to_string()),
-            metadata: normalized,
             secret_hash,
             created_by: Some(created_by.to_string()),
-            created_at: self.now(),
-            last_used_at: None,
-            expires_at: None,
+            ..client_row(
+                ids::new_id("mcp"),
+                ClientKind::Registered,
+                metadata.client_name.clone(),
+                normalized,
+                self.now(),
+            )
         };
         self.store.insert_client(&client).await?;
         Ok(Registered { client, secret })

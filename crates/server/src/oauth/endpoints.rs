@@ -137,6 +137,23 @@ pub struct TokenForm {
     client_secret: Option<String>,
 }
 
+/// The calling client, authenticated by Basic or by the form; the flag says whether Basic was
+/// used (a 401 then names the scheme).
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: &TokenForm,
+) -> Result<(ezforge_core::oauth::model::ClientRow, bool), OAuthResponse> {
+    let creds = credentials(headers, f.client_id.clone(), f.client_secret.clone())?;
+    let basic = creds.basic.is_some();
+    let client = state
+        .oauth
+        .authenticate_client(&creds)
+        .await
+        .map_err(|error| OAuthResponse { error, basic })?;
+    Ok((client, basic))
+}
+
 /// `POST /revoke` (RFC 7009): 200 whether or not the token was known.
 pub async fn revoke(
     State(state): State<AppState>,
@@ -144,13 +161,7 @@ pub async fn revoke(
     OAuthForm(f): OAuthForm<TokenForm>,
 ) -> Response {
     let result = async {
-        let creds = credentials(&headers, f.client_id.clone(), f.client_secret.clone())?;
-        let basic = creds.basic.is_some();
-        let client = state
-            .oauth
-            .authenticate_client(&creds)
-            .await
-            .map_err(|error| OAuthResponse { error, basic })?;
+        let (client, _) = authenticate(&state, &headers, &f).await?;
         let token = f
             .token
             .as_deref()
@@ -207,13 +218,7 @@ pub async fn introspect(
                 .introspect(&token, |g| servers.contains(&g.server_id))
                 .await?
         } else {
-            let creds = credentials(&headers, f.client_id.clone(), f.client_secret.clone())?;
-            let basic = creds.basic.is_some();
-            let client = state
-                .oauth
-                .authenticate_client(&creds)
-                .await
-                .map_err(|error| OAuthResponse { error, basic })?;
+            let (client, basic) = authenticate(&state, &headers, &f).await?;
             if client.is_public() {
                 return Err(OAuthResponse {
                     error: OAuthError::InvalidClient("public clients cannot introspect".into()),
