@@ -42,6 +42,9 @@ pub enum Command {
     /// Projects and their API keys.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// MCP servers: create, list, show, update (auth mode, BYOA, access and tool policy), delete.
+    #[command(subcommand)]
+    Servers(ServerCommand),
     /// OAuth clients registered by the project for its MCP servers.
     #[command(subcommand, name = "oauth-clients")]
     OauthClients(OauthClientCommand),
@@ -51,6 +54,81 @@ pub enum Command {
     /// Instance administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Create a server in a project.
+    Create {
+        /// DNS-safe slug, unique on the instance: the server's MCP URL ends in /mcp/SLUG.
+        slug: String,
+        /// Project name or id.
+        #[arg(long)]
+        project: String,
+        /// Display name [default: the slug].
+        #[arg(long)]
+        name: Option<String>,
+        /// `live` or `test` [default: live, or the API key's environment].
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+    },
+    /// List servers (all your projects', or one project's).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show a server.
+    Get {
+        /// Server slug or id.
+        server: String,
+    },
+    /// Change a server. Example (BYOA):
+    /// ezforge servers update my-server --auth-mode byoa --byoa-issuer https://auth.example.com
+    /// --byoa-jwks-uri https://auth.example.com/.well-known/jwks.json
+    /// --byoa-authorization-endpoint https://auth.example.com/oauth/authorize
+    /// --byoa-token-endpoint https://auth.example.com/oauth/token
+    Update(Box<ServerUpdate>),
+    /// Delete a server.
+    Delete {
+        server: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServerUpdate {
+    /// Server slug or id.
+    pub server: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `ezforge_managed` (ezForge is the authorization server) or `byoa` (your own).
+    #[arg(long, value_name = "MODE")]
+    pub auth_mode: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub byoa_issuer: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub byoa_jwks_uri: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub byoa_authorization_endpoint: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub byoa_token_endpoint: Option<String>,
+    /// Who may authorize MCP clients: members, instance or allowlist.
+    #[arg(long, value_name = "POLICY")]
+    pub access_policy: Option<String>,
+    /// An email or @domain for the allowlist policy (repeat; replaces the list).
+    #[arg(long = "allow", value_name = "EMAIL_OR_DOMAIN")]
+    pub allow: Vec<String>,
+    /// Only these tools may be called (repeat). Any --tool-* flag replaces the whole tool policy.
+    #[arg(long = "tool-allow", value_name = "TOOL")]
+    pub tool_allow: Vec<String>,
+    /// These tools may never be called (repeat).
+    #[arg(long = "tool-deny", value_name = "TOOL")]
+    pub tool_deny: Vec<String>,
+    /// These tools need the mcp:execute scope (repeat).
+    #[arg(long = "tool-execute", value_name = "TOOL")]
+    pub tool_execute: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Auth(cmd) => commands::auth::run(&ctx, cmd).await,
             Command::Project(cmd) => commands::project::run(&ctx, cmd).await,
             Command::Admin(cmd) => commands::admin::run(&ctx, cmd).await,
+            Command::Servers(cmd) => commands::servers::run(&ctx, cmd).await,
             Command::OauthClients(cmd) => commands::oauth::clients(&ctx, cmd).await,
             Command::Grants(cmd) => commands::oauth::grants(&ctx, cmd).await,
         }

@@ -354,3 +354,161 @@ async fn oauth_management_commands() {
     );
     assert!(err.contains("not found"), "{err}");
 }
+
+/// The documentation's BYOA command, verbatim, and the servers commands around it.
+#[tokio::test]
+async fn servers_commands_and_the_docs_byoa_command() {
+    let db = TestDb::sqlite();
+    let s = serve(&db, &[]);
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    ok(&ez(
+        c,
+        &s.url,
+        &["auth", "signup", "--email", "dev@example.com"],
+        Some(PASSWORD),
+        &[],
+    ));
+    ok(&ez(
+        c,
+        &s.url,
+        &["project", "create", "my-first-project"],
+        None,
+        &[],
+    ));
+    let out = ok(&ez(
+        c,
+        &s.url,
+        &[
+            "servers",
+            "create",
+            "my-server",
+            "--project",
+            "my-first-project",
+        ],
+        None,
+        &[],
+    ));
+    assert!(out.contains("/mcp/my-server"), "{out}");
+    ok(&ez(
+        c,
+        &s.url,
+        &[
+            "servers",
+            "update",
+            "my-server",
+            "--auth-mode",
+            "byoa",
+            "--byoa-issuer",
+            "https://auth.example.com",
+            "--byoa-jwks-uri",
+            "https://auth.example.com/.well-known/jwks.json",
+            "--byoa-authorization-endpoint",
+            "https://auth.example.com/oauth/authorize",
+            "--byoa-token-endpoint",
+            "https://auth.example.com/oauth/token",
+        ],
+        None,
+        &[],
+    ));
+    let server: serde_json::Value = serde_json::from_str(&ok(&ez(
+        c,
+        &s.url,
+        &["servers", "get", "my-server", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(server["auth_mode"], "byoa");
+    assert_eq!(
+        server["byoa"]["jwks_uri"],
+        "https://auth.example.com/.well-known/jwks.json"
+    );
+    let prm: serde_json::Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp/my-server",
+        s.url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        prm["authorization_servers"],
+        serde_json::json!(["https://auth.example.com"])
+    );
+    assert_eq!(prm["resource"], format!("{}/mcp/my-server", s.url));
+
+    let err = fails(
+        &ez(
+            c,
+            &s.url,
+            &[
+                "servers",
+                "update",
+                "my-server",
+                "--byoa-jwks-uri",
+                "http://evil.example/jwks",
+            ],
+            None,
+            &[],
+        ),
+        2,
+    );
+    assert!(err.contains("https"), "{err}");
+    ok(&ez(
+        c,
+        &s.url,
+        &[
+            "servers",
+            "update",
+            "my-server",
+            "--tool-deny",
+            "delete_everything",
+            "--tool-execute",
+            "run_shell",
+        ],
+        None,
+        &[],
+    ));
+    let table = ok(&ez(c, &s.url, &["servers", "get", "my-server"], None, &[]));
+    assert!(
+        table.contains("delete_everything")
+            && table.contains("run_shell")
+            && table.contains("byoa"),
+        "{table}"
+    );
+    ok(&ez(
+        c,
+        &s.url,
+        &[
+            "servers",
+            "update",
+            "my-server",
+            "--auth-mode",
+            "ezforge_managed",
+        ],
+        None,
+        &[],
+    ));
+    let listed = ok(&ez(c, &s.url, &["servers", "list"], None, &[]));
+    assert!(
+        listed.contains("my-server") && listed.contains("ezforge_managed"),
+        "{listed}"
+    );
+    fails(
+        &ez(c, &s.url, &["servers", "delete", "my-server"], None, &[]),
+        2,
+    );
+    ok(&ez(
+        c,
+        &s.url,
+        &["servers", "delete", "my-server", "--yes"],
+        None,
+        &[],
+    ));
+    fails(
+        &ez(c, &s.url, &["servers", "get", "my-server"], None, &[]),
+        5,
+    );
+}

@@ -341,6 +341,43 @@ impl Client {
 }
 
 impl Client {
+    // ---- servers by slug ----
+
+    pub async fn list_all_servers(&self) -> Result<ServerList> {
+        self.call(Method::GET, "/v1/servers", None::<&()>).await
+    }
+
+    pub async fn server(&self, server: &str) -> Result<Server> {
+        self.call(
+            Method::GET,
+            &format!("/v1/servers/{}", seg(server)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn update_server_by_slug(
+        &self,
+        server: &str,
+        req: &UpdateServerRequest,
+    ) -> Result<Server> {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/servers/{}", seg(server)),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn delete_server_by_slug(&self, server: &str) -> Result<()> {
+        self.call_empty(
+            Method::DELETE,
+            &format!("/v1/servers/{}", seg(server)),
+            None::<&()>,
+        )
+        .await
+    }
+
     // ---- OAuth management ----
 
     pub async fn create_oauth_client(

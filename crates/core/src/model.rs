@@ -176,9 +176,20 @@ pub struct ServerRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub access_policy: AccessPolicy,
+    /// `None`: ezForge-managed auth; `Some`: the customer's authorization server (BYOA).
+    pub byoa: Option<proto::ByoaSettings>,
+    pub tool_policy: proto::ToolPolicy,
 }
 
 impl ServerRow {
+    pub fn auth_mode(&self) -> &'static str {
+        if self.byoa.is_some() {
+            "byoa"
+        } else {
+            "ezforge_managed"
+        }
+    }
+
     pub fn to_api(&self) -> proto::Server {
         proto::Server {
             id: self.id.clone(),
@@ -191,6 +202,9 @@ impl ServerRow {
             updated_at: to_datetime(self.updated_at),
             access_policy: self.access_policy.kind().to_string(),
             access_allowlist: self.access_policy.allowlist().to_vec(),
+            auth_mode: self.auth_mode().to_string(),
+            byoa: self.byoa.clone(),
+            tool_policy: self.tool_policy.clone(),
         }
     }
 }

@@ -216,6 +216,27 @@ pub struct CreateServerRequest {
     pub environment: Option<Environment>,
 }
 
+/// Bring Your Own Auth: the customer's OAuth 2.1 authorization server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ByoaSettings {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+}
+
+/// Which tools a server's MCP clients may call. Empty `allow` means every tool not denied;
+/// `execute` tools need the `mcp:execute` scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ToolPolicy {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub execute: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateServerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +247,21 @@ pub struct UpdateServerRequest {
     pub access_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_allowlist: Option<Vec<String>>,
+    /// `ezforge_managed` or `byoa`. Switching to `byoa` needs the four `byoa_*` URLs (here or
+    /// already set); switching back forgets them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_token_endpoint: Option<String>,
+    /// Replaces the whole tool policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_policy: Option<ToolPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -244,6 +280,12 @@ pub struct Server {
     pub access_policy: String,
     #[serde(default)]
     pub access_allowlist: Vec<String>,
+    /// `ezforge_managed` (default) or `byoa`.
+    pub auth_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa: Option<ByoaSettings>,
+    #[serde(default)]
+    pub tool_policy: ToolPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -371,7 +371,7 @@ ezforge_testkit::backend_tests! {
             assert!(!q["error_description"].contains('@'), "the description does not leak the user's email");
         };
         denied(t.get_authorize(&verified, &url).await);
-        let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest { name: None, access_policy: Some(policy.into()), access_allowlist: list };
+        let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest { access_policy: Some(policy.into()), access_allowlist: list, ..Default::default() };
         t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["@corp.example".into()]))).await.unwrap();
         assert_eq!(t.get_authorize(&verified, &url).await.status(), 200, "a verified address in the domain");
         denied(t.get_authorize(&squatter, &url).await);
@@ -497,5 +497,93 @@ async fn the_mcp_endpoint_challenges_for_a_token() {
             .unwrap()
             .status(),
         404
+    );
+}
+
+/// A BYOA server names the customer's issuer in its metadata, and ezForge refuses to issue its
+/// tokens.
+#[tokio::test]
+async fn byoa_servers_point_elsewhere() {
+    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
+    let (owner, resource) = t.with_mcp_server().await;
+    let byoa = |jwks: &str| ezforge_proto::UpdateServerRequest {
+        auth_mode: Some("byoa".into()),
+        byoa_issuer: Some("https://auth.example.com".into()),
+        byoa_jwks_uri: Some(jwks.into()),
+        byoa_authorization_endpoint: Some("https://auth.example.com/oauth/authorize".into()),
+        byoa_token_endpoint: Some("https://auth.example.com/oauth/token".into()),
+        ..Default::default()
+    };
+    let admin = t.as_session(&owner);
+    for bad in [
+        "http://auth.example.com/jwks",
+        "ftp://auth.example.com/jwks",
+        "https://user@auth.example.com/jwks",
+        "not a url",
+    ] {
+        let err = admin
+            .update_server_by_slug("demo", &byoa(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{bad}");
+    }
+    let missing = ezforge_proto::UpdateServerRequest {
+        auth_mode: Some("byoa".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        admin
+            .update_server_by_slug("demo", &missing)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(400)
+    );
+    let s = admin
+        .update_server_by_slug(
+            "demo",
+            &byoa("https://auth.example.com/.well-known/jwks.json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.auth_mode, "byoa");
+    let prm: Value = http()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/demo",
+            t.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        prm["authorization_servers"],
+        json!(["https://auth.example.com"])
+    );
+    let client_id = t.public_client().await;
+    let resp = t
+        .get_authorize(
+            &owner,
+            &t.authorize_url(&client_id, &resource, "mcp:read", &[]),
+        )
+        .await;
+    assert_eq!(
+        query_of(resp.headers()[LOCATION].to_str().unwrap())["error"],
+        "invalid_target"
+    );
+    // Back to managed: ezForge is the issuer again.
+    let back = ezforge_proto::UpdateServerRequest {
+        auth_mode: Some("ezforge_managed".into()),
+        ..Default::default()
+    };
+    assert!(
+        admin
+            .update_server_by_slug("demo", &back)
+            .await
+            .unwrap()
+            .byoa
+            .is_none()
     );
 }

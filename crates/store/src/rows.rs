@@ -105,6 +105,21 @@ pub(crate) fn server(r: &AnyRow) -> Result<ServerRow, sqlx::Error> {
                 .collect();
             AccessPolicy::from_parts(&kind, &list).map_err(|_| bad("access policy", &kind))?
         },
+        byoa: {
+            let mode: String = r.try_get("auth_mode")?;
+            let byoa: Option<String> = r.try_get("byoa")?;
+            match (mode.as_str(), byoa) {
+                ("byoa", Some(json)) => {
+                    Some(serde_json::from_str(&json).map_err(|_| bad("byoa settings", &json))?)
+                }
+                ("ezforge_managed", _) => None,
+                (other, _) => return Err(bad("auth mode", other)),
+            }
+        },
+        tool_policy: {
+            let json: String = r.try_get("tool_policy")?;
+            serde_json::from_str(&json).map_err(|_| bad("tool policy", &json))?
+        },
     })
 }
 

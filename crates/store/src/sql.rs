@@ -26,7 +26,7 @@ macro_rules! key_cols {
 }
 macro_rules! server_cols {
     () => {
-        "id, project_id, name, slug, environment, created_by, created_at, updated_at, access_policy, access_allowlist"
+        "id, project_id, name, slug, environment, created_by, created_at, updated_at, access_policy, access_allowlist, auth_mode, byoa, tool_policy"
     };
 }
 
@@ -462,7 +462,7 @@ impl Store for SqlStore {
         sqlx::query(concat!(
             "INSERT INTO servers (",
             server_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&s.id)
         .bind(&s.project_id)
@@ -474,6 +474,13 @@ impl Store for SqlStore {
         .bind(s.updated_at)
         .bind(s.access_policy.kind())
         .bind(s.access_policy.allowlist().join(","))
+        .bind(s.auth_mode())
+        .bind(
+            s.byoa
+                .as_ref()
+                .map(|b| serde_json::to_string(b).unwrap_or_default()),
+        )
+        .bind(serde_json::to_string(&s.tool_policy).unwrap_or_else(|_| "{}".into()))
         .execute(&self.pool)
         .await
         .map_err(err("server with this slug"))?;
@@ -518,11 +525,14 @@ impl Store for SqlStore {
     }
 
     async fn update_server(&self, s: &ServerRow) -> StoreResult<()> {
-        sqlx::query("UPDATE servers SET name = $1, updated_at = $2, access_policy = $3, access_allowlist = $4 WHERE id = $5")
+        sqlx::query("UPDATE servers SET name = $1, updated_at = $2, access_policy = $3, access_allowlist = $4, auth_mode = $5, byoa = $6, tool_policy = $7 WHERE id = $8")
             .bind(&s.name)
             .bind(s.updated_at)
             .bind(s.access_policy.kind())
             .bind(s.access_policy.allowlist().join(","))
+            .bind(s.auth_mode())
+            .bind(s.byoa.as_ref().map(|b| serde_json::to_string(b).unwrap_or_default()))
+            .bind(serde_json::to_string(&s.tool_policy).unwrap_or_else(|_| "{}".into()))
             .bind(&s.id)
             .execute(&self.pool)
             .await

@@ -175,6 +175,8 @@ ezforge_testkit::backend_tests! {
             created_at: 1,
             updated_at: 1,
             access_policy: Default::default(),
+            byoa: None,
+            tool_policy: Default::default(),
         };
         let live = mk("alpha", Environment::Live);
         store.insert_server(&live).await.unwrap();
@@ -186,6 +188,13 @@ ezforge_testkit::backend_tests! {
         assert_eq!(s, live);
         s.name = "Alpha".into();
         s.access_policy = AccessPolicy::Allowlist(vec!["a@example.com".into(), "@corp.example".into()]);
+        s.byoa = Some(ezforge_proto::ByoaSettings {
+            issuer: "https://auth.example.com".into(),
+            jwks_uri: "https://auth.example.com/.well-known/jwks.json".into(),
+            authorization_endpoint: "https://auth.example.com/oauth/authorize".into(),
+            token_endpoint: "https://auth.example.com/oauth/token".into(),
+        });
+        s.tool_policy = ezforge_proto::ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] };
         s.updated_at = 9;
         store.update_server(&s).await.unwrap();
         assert_eq!(store.server(&p.id, &s.id).await.unwrap().unwrap(), s);

@@ -215,6 +215,11 @@ impl OAuth {
                 "`{resource}` is not a server on this instance"
             )))
         })?;
+        if server.byoa.is_some() {
+            return Err(fail(OAuthError::InvalidTarget(format!(
+                "`{resource}` uses its own authorization server; ezForge does not issue its tokens"
+            ))));
+        }
         let scopes = match p.scope.as_deref() {
             Some(s) => scope::parse(s).map_err(|unknown| {
                 fail(OAuthError::InvalidScope(format!(

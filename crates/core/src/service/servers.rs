@@ -53,6 +53,8 @@ impl Core {
             created_at: now,
             updated_at: now,
             access_policy: AccessPolicy::Members,
+            byoa: None,
+            tool_policy: Default::default(),
         };
         self.store
             .insert_server(&server)
@@ -135,6 +137,10 @@ impl Core {
                 ));
             }
         }
+        apply_auth_mode(&mut server, update)?;
+        if let Some(policy) = &update.tool_policy {
+            server.tool_policy = tool_policy(policy)?;
+        }
         let policy_changed = server.access_policy != before;
         server.updated_at = self.clock.now();
         self.store.update_server(&server).await?;
@@ -142,6 +148,40 @@ impl Core {
             self.revoke_grants_outside_policy(&server).await?;
         }
         Ok(server)
+    }
+
+    /// A server by slug or id anywhere on the instance, if the caller may see it (its project's
+    /// member, or an API key of its project and environment).
+    pub async fn find_server(
+        &self,
+        principal: &Principal,
+        reference: &str,
+    ) -> Result<ServerRow, CoreError> {
+        let server = match self.store.server_by_slug(reference).await? {
+            Some(s) => Some(s),
+            None => self.store.server_by_id(reference).await?,
+        };
+        let server = server.ok_or(CoreError::NotFound("server"))?;
+        self.get_server(principal, &server.project_id, &server.id)
+            .await
+    }
+
+    /// Every server the caller can see: across a user's projects, or a key's project and
+    /// environment.
+    pub async fn all_servers(&self, principal: &Principal) -> Result<Vec<ServerRow>, CoreError> {
+        match principal {
+            Principal::ApiKey(key) => Ok(self
+                .store
+                .servers(&key.project_id, Some(key.environment))
+                .await?),
+            Principal::User { user, .. } => {
+                let mut out = Vec::new();
+                for (project, _) in self.store.projects_of_user(&user.id).await? {
+                    out.extend(self.store.servers(&project.id, None).await?);
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// After a policy change, grants of users the policy no longer admits are revoked.
@@ -204,5 +244,125 @@ fn allowlist_entry(entry: &str) -> Result<String, CoreError> {
             "access_allowlist",
             format!("`{entry}` is neither an email nor an @domain"),
         )
+    })
+}
+
+/// Applies `auth_mode` and the `byoa_*` URLs of an update.
+fn apply_auth_mode(
+    server: &mut ServerRow,
+    update: &ezforge_proto::UpdateServerRequest,
+) -> Result<(), CoreError> {
+    let any_byoa = update.byoa_issuer.is_some()
+        || update.byoa_jwks_uri.is_some()
+        || update.byoa_authorization_endpoint.is_some()
+        || update.byoa_token_endpoint.is_some();
+    let mode = match update.auth_mode.as_deref() {
+        Some("byoa") => "byoa",
+        Some("ezforge_managed" | "managed") => "ezforge_managed",
+        Some(other) => {
+            return Err(CoreError::invalid(
+                "auth_mode",
+                format!("unknown auth mode `{other}`; expected ezforge_managed or byoa"),
+            ));
+        }
+        None if any_byoa => server.auth_mode(),
+        None => return Ok(()),
+    };
+    if mode == "ezforge_managed" {
+        if any_byoa {
+            return Err(CoreError::invalid(
+                "auth_mode",
+                "byoa_* settings need --auth-mode byoa",
+            ));
+        }
+        server.byoa = None;
+        return Ok(());
+    }
+    let current = server.byoa.clone();
+    let pick = |field: &'static str,
+                given: &Option<String>,
+                existing: Option<String>|
+     -> Result<String, CoreError> {
+        let value = given
+            .clone()
+            .or(existing)
+            .ok_or_else(|| CoreError::invalid(field, "is required for auth mode byoa"))?;
+        byoa_url(field, &value)
+    };
+    let issuer = pick(
+        "byoa_issuer",
+        &update.byoa_issuer,
+        current.as_ref().map(|b| b.issuer.clone()),
+    )?;
+    if issuer.contains('?') || issuer.contains('#') {
+        return Err(CoreError::invalid(
+            "byoa_issuer",
+            "an issuer has no query or fragment",
+        ));
+    }
+    server.byoa = Some(ezforge_proto::ByoaSettings {
+        issuer,
+        jwks_uri: pick(
+            "byoa_jwks_uri",
+            &update.byoa_jwks_uri,
+            current.as_ref().map(|b| b.jwks_uri.clone()),
+        )?,
+        authorization_endpoint: pick(
+            "byoa_authorization_endpoint",
+            &update.byoa_authorization_endpoint,
+            current.as_ref().map(|b| b.authorization_endpoint.clone()),
+        )?,
+        token_endpoint: pick(
+            "byoa_token_endpoint",
+            &update.byoa_token_endpoint,
+            current.as_ref().map(|b| b.token_endpoint.clone()),
+        )?,
+    });
+    Ok(())
+}
+
+/// A BYOA URL: https, or http on a loopback host (an identity provider under development).
+fn byoa_url(field: &'static str, value: &str) -> Result<String, CoreError> {
+    let url = url::Url::parse(value)
+        .map_err(|e| CoreError::invalid(field, format!("`{value}` is not an absolute URL: {e}")))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let ok = match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    };
+    if !ok || !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "`{value}` must be an https URL (http only on loopback), without user information or fragment"
+            ),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// Tool names: non-empty, printable, unique per list.
+fn tool_policy(p: &ezforge_proto::ToolPolicy) -> Result<ezforge_proto::ToolPolicy, CoreError> {
+    let clean = |field: &'static str, names: &[String]| -> Result<Vec<String>, CoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            let n = n.trim();
+            if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+                return Err(CoreError::invalid(
+                    field,
+                    format!("`{n}` is not a tool name"),
+                ));
+            }
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        }
+        Ok(out)
+    };
+    Ok(ezforge_proto::ToolPolicy {
+        allow: clean("tool_policy.allow", &p.allow)?,
+        deny: clean("tool_policy.deny", &p.deny)?,
+        execute: clean("tool_policy.execute", &p.execute)?,
     })
 }

@@ -46,12 +46,17 @@ pub async fn protected_resource(
         .server_by_slug(&slug)
         .await
         .map_err(ezforge_core::CoreError::from)?;
-    if server.is_none() {
+    let Some(server) = server else {
         return Err(ApiError::NoRoute(format!("/mcp/{slug}")));
-    }
+    };
+    // A BYOA server's tokens come from the customer's issuer, not from ezForge.
+    let issuer = match &server.byoa {
+        Some(byoa) => byoa.issuer.clone(),
+        None => state.oauth.issuer().to_string(),
+    };
     Ok(Json(json!({
         "resource": state.oauth.resource_uri(&slug),
-        "authorization_servers": [state.oauth.issuer()],
+        "authorization_servers": [issuer],
         "scopes_supported": scope::ALL,
         "bearer_methods_supported": ["header"],
     })))

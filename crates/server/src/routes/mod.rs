@@ -47,6 +47,12 @@ pub fn v1(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             servers::update_server,
             servers::delete_server
         ))
+        .routes(routes!(servers::list_all_servers))
+        .routes(routes!(
+            servers::get_server_by_slug,
+            servers::update_server_by_slug,
+            servers::delete_server_by_slug
+        ))
         .routes(routes!(
             oauth_admin::list_clients,
             oauth_admin::create_client

@@ -117,3 +117,75 @@ pub async fn delete_server(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// List every server you can see (a key: its project and environment).
+#[utoipa::path(get, path = "/v1/servers", tag = "servers",
+    security(("api_key" = ["servers:read"]), ("session" = [])),
+    responses((status = 200, body = ServerList), (status = 401, body = ApiErrorBody)))]
+pub async fn list_all_servers(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersRead>,
+) -> ApiResult<Json<ServerList>> {
+    let servers = state.core.all_servers(&caller.principal).await?;
+    Ok(Json(ServerList {
+        servers: servers.iter().map(|s| s.to_api()).collect(),
+    }))
+}
+
+/// Get a server by slug (unique on the instance) or id.
+#[utoipa::path(get, path = "/v1/servers/{server}", tag = "servers",
+    params(("server" = String, Path, description = "Server slug or id")),
+    security(("api_key" = ["servers:read"]), ("session" = [])),
+    responses((status = 200, body = Server), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn get_server_by_slug(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersRead>,
+    Path(server): Path<String>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(
+        state
+            .core
+            .find_server(&caller.principal, &server)
+            .await?
+            .to_api(),
+    ))
+}
+
+/// Update a server by slug or id: name, access policy, auth mode and BYOA settings, tool policy.
+#[utoipa::path(patch, path = "/v1/servers/{server}", tag = "servers", request_body = UpdateServerRequest,
+    params(("server" = String, Path, description = "Server slug or id")),
+    security(("api_key" = ["servers:write"]), ("session" = [])),
+    responses((status = 200, body = Server), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn update_server_by_slug(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersWrite>,
+    Path(server): Path<String>,
+    ApiJson(req): ApiJson<UpdateServerRequest>,
+) -> ApiResult<Json<Server>> {
+    let found = state.core.find_server(&caller.principal, &server).await?;
+    Ok(Json(
+        state
+            .core
+            .update_server(&caller.principal, &found.project_id, &found.id, &req)
+            .await?
+            .to_api(),
+    ))
+}
+
+/// Delete a server by slug or id.
+#[utoipa::path(delete, path = "/v1/servers/{server}", tag = "servers",
+    params(("server" = String, Path, description = "Server slug or id")),
+    security(("api_key" = ["servers:write"]), ("session" = [])),
+    responses((status = 204), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn delete_server_by_slug(
+    State(state): State<AppState>,
+    caller: Caller<need::ServersWrite>,
+    Path(server): Path<String>,
+) -> ApiResult<StatusCode> {
+    let found = state.core.find_server(&caller.principal, &server).await?;
+    state
+        .core
+        .delete_server(&caller.principal, &found.project_id, &found.id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
