@@ -378,6 +378,38 @@ impl Client {
         .await
     }
 
+    // ---- deployments ----
+
+    pub async fn deploy(&self, server: &str, req: &CreateDeploymentRequest) -> Result<Deployment> {
+        self.call(
+            Method::POST,
+            &format!("/v1/servers/{}/deployments", seg(server)),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn deployments(&self, server: &str) -> Result<DeploymentList> {
+        self.call(
+            Method::GET,
+            &format!("/v1/servers/{}/deployments", seg(server)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn rollback(&self, server: &str, to: Option<&str>) -> Result<Deployment> {
+        let req = RollbackRequest {
+            to: to.map(String::from),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/servers/{}/rollback", seg(server)),
+            Some(&req),
+        )
+        .await
+    }
+
     // ---- OAuth management ----
 
     pub async fn create_oauth_client(

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod error;
 pub mod ids;
 pub mod jwt;
+pub mod mcp_scope;
 pub mod model;
 pub mod oauth;
 pub mod password;

@@ -179,6 +179,8 @@ pub struct ServerRow {
     /// `None`: ezForge-managed auth; `Some`: the customer's authorization server (BYOA).
     pub byoa: Option<proto::ByoaSettings>,
     pub tool_policy: proto::ToolPolicy,
+    /// Where traffic goes now; `None` until the first deploy.
+    pub active_deployment_id: Option<String>,
 }
 
 impl ServerRow {
@@ -205,6 +207,37 @@ impl ServerRow {
             auth_mode: self.auth_mode().to_string(),
             byoa: self.byoa.clone(),
             tool_policy: self.tool_policy.clone(),
+            active_deployment_id: self.active_deployment_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRow {
+    pub id: String,
+    pub server_id: String,
+    pub upstream_url: String,
+    /// Upstream headers, sealed with the master key.
+    pub credentials: Option<String>,
+    pub timeout_ms: i64,
+    pub health: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+impl DeploymentRow {
+    /// The API view; credentials are never returned, only whether there are any.
+    pub fn to_api(&self, active: bool) -> proto::Deployment {
+        proto::Deployment {
+            id: self.id.clone(),
+            server_id: self.server_id.clone(),
+            upstream_url: self.upstream_url.clone(),
+            has_credentials: self.credentials.is_some(),
+            timeout_ms: self.timeout_ms,
+            health: self.health.clone(),
+            active,
+            created_by: self.created_by.clone(),
+            created_at: to_datetime(self.created_at),
         }
     }
 }

@@ -172,4 +172,13 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> StoreResult<u64>;
     async fn upsert_consent(&self, consent: &ConsentRow) -> StoreResult<()>;
+
+    // deployments
+    /// Inserts the deployment and makes it the server's active one, in one transaction.
+    async fn insert_and_activate_deployment(&self, deployment: &DeploymentRow) -> StoreResult<()>;
+    /// Points the server at one of its deployments.
+    async fn activate_deployment(&self, server_id: &str, deployment_id: &str) -> StoreResult<bool>;
+    /// Newest first.
+    async fn deployments(&self, server_id: &str) -> StoreResult<Vec<DeploymentRow>>;
+    async fn deployment(&self, id: &str) -> StoreResult<Option<DeploymentRow>>;
 }

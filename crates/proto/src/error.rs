@@ -54,6 +54,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     NotFound,
     MethodNotAllowed,
+    /// A deploy whose upstream did not answer an MCP `initialize` (deploy again with `force`).
+    UpstreamUnhealthy,
     Conflict,
     RateLimited,
     // 500
@@ -92,6 +94,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UpstreamUnhealthy => "upstream_unhealthy",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",

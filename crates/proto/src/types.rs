@@ -286,6 +286,9 @@ pub struct Server {
     pub byoa: Option<ByoaSettings>,
     #[serde(default)]
     pub tool_policy: ToolPolicy,
+    /// The deployment receiving traffic; absent before the first deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deployment_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -378,4 +381,52 @@ pub struct SigningKeyInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SigningKeyList {
     pub keys: Vec<SigningKeyInfo>,
+}
+
+// ---- deployments ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateDeploymentRequest {
+    /// The upstream MCP server's Streamable HTTP URL.
+    pub upstream_url: String,
+    /// Headers sent to the upstream with every request (its own credentials). Stored encrypted,
+    /// never returned.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Upstream timeout in milliseconds [default: 30000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
+    /// Deploy even if the upstream does not answer an MCP `initialize`.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RollbackRequest {
+    /// The deployment to return to [default: the one before the active one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub id: String,
+    pub server_id: String,
+    pub upstream_url: String,
+    /// Whether upstream headers are stored (their values are never returned).
+    pub has_credentials: bool,
+    pub timeout_ms: i64,
+    /// What the health check found at deploy time.
+    pub health: String,
+    /// Receiving traffic now.
+    pub active: bool,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentList {
+    /// Newest first.
+    pub deployments: Vec<Deployment>,
 }

@@ -118,6 +118,7 @@ pub async fn start_with_clock(
     oauth_settings.register_per_window = o.register_per_window;
     oauth_settings.token_per_window = o.token_per_window;
     oauth_settings.cimd_allow_private = o.client_documents_allow_private;
+    let master_for_state = Arc::new(master.clone());
     let mut oauth = OAuth::new(store, clock, oauth_settings, master)
         .await
         .map_err(|e| {
@@ -142,6 +143,8 @@ pub async fn start_with_clock(
     let state = AppState {
         core: core.clone(),
         oauth: oauth.clone(),
+        master: master_for_state,
+        upstream: crate::upstream::client(),
         http: Arc::new(http),
     };
     let app = router(state, config.max_body_bytes);

@@ -36,6 +36,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{}", .0.description())]
     OAuth(ezforge_core::oauth::OAuthError),
+    #[error("the upstream did not answer an MCP initialize: {0}; fix it, or deploy with force")]
+    UpstreamUnhealthy(String),
 }
 
 impl From<ezforge_core::oauth::OAuthError> for ApiError {
@@ -106,6 +108,10 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
             }
             ApiError::OAuth(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            ApiError::UpstreamUnhealthy(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::UpstreamUnhealthy,
+            ),
         }
     }
 

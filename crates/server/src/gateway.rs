@@ -1,15 +1,22 @@
-//! The front of the MCP gateway: `/mcp/{slug}` answers MCP clients without a valid token with
-//! the RFC 6750 / RFC 9728 challenge that starts discovery. Forwarding to deployments is not
-//! built yet; a request with a valid token is told the server has no active deployment.
+//! The MCP gateway: `/mcp/{slug}` answers clients without a valid token with the RFC 6750 /
+//! RFC 9728 challenge that starts discovery, checks each JSON-RPC message against the token's
+//! scopes and the server's tool policy, and forwards to the active deployment, streaming.
 
 use crate::auth::bearer_token;
 use crate::error::ApiError;
 use crate::routes::AppState;
+use crate::upstream;
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use ezforge_core::CoreError;
+use ezforge_core::mcp_scope::{self, Needs};
+use ezforge_core::model::DeploymentRow;
+use ezforge_core::oauth::token::AccessClaims;
+use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The scope asked for in the first challenge. It includes `offline_access` so that clients
 /// which request exactly the challenged scope (the TypeScript SDK) also get a refresh token.
@@ -36,17 +43,35 @@ fn challenge(state: &AppState, slug: &str, error: Option<&str>) -> Response {
     resp
 }
 
-/// Any method on `/mcp/{slug}`.
+/// Largest MCP request body the gateway accepts.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    (status, Json(body)).into_response()
+}
+
+/// Any method on `/mcp/{slug}`: check the token, check each JSON-RPC message's scope, forward.
 pub async fn endpoint(
     State(state): State<AppState>,
     Path(slug): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let server = match state.core.store().server_by_slug(&slug).await {
         Ok(Some(server)) => server,
         Ok(None) => return ApiError::NoRoute(format!("/mcp/{slug}")).into_response(),
         Err(e) => return ApiError::from(CoreError::from(e)).into_response(),
     };
+    // RFC 6750 §2.3 allows tokens in the query; RFC 9700 and MCP forbid it: it leaks into logs.
+    if uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
+    {
+        return challenge(&state, &slug, Some("invalid_request"));
+    }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return challenge(&state, &slug, None);
     };
@@ -55,26 +80,225 @@ pub async fn endpoint(
     };
     if server.byoa.is_some() {
         // Tokens from the customer's issuer are checked against its JWKS: not built yet.
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": {"code": -32603, "message": "tokens of a BYOA server cannot be verified yet"}
-        });
-        return (StatusCode::NOT_IMPLEMENTED, Json(body)).into_response();
+        return rpc_error(
+            StatusCode::NOT_IMPLEMENTED,
+            Value::Null,
+            -32603,
+            "tokens of a BYOA server cannot be verified yet",
+        );
     }
     let resource = state.oauth.resource_uri(&slug);
-    if state
+    let claims = match state
         .oauth
         .verify_access_token(token, Some(&resource))
         .await
-        .is_err()
     {
-        return challenge(&state, &slug, Some("invalid_token"));
+        Ok(claims) => claims,
+        Err(_) => return challenge(&state, &slug, Some("invalid_token")),
+    };
+    let deployment = match state.core.active_deployment(&server).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Value::Null,
+                -32603,
+                &format!("server `{slug}` has no active deployment"),
+            );
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let payload = if method == Method::POST {
+        let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Value::Null,
+                    -32600,
+                    "the request body is too large",
+                );
+            }
+        };
+        if let Err(resp) = check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
+            return *resp;
+        }
+        Some(bytes)
+    } else {
+        None
+    };
+    forward(&state, &deployment, &claims, method, &headers, payload).await
+}
+
+/// Every message of a POST (batches included) must be allowed by the tool policy and reachable
+/// with the token's scopes.
+fn check_scopes(
+    state: &AppState,
+    slug: &str,
+    policy: &ezforge_proto::ToolPolicy,
+    granted: &str,
+    body: &[u8],
+) -> Result<(), Box<Response>> {
+    let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32700,
+            &format!("parse error: {e}"),
+        ))
+    })?;
+    let messages: Vec<&Value> = match &parsed {
+        Value::Array(items) if !items.is_empty() => items.iter().collect(),
+        Value::Object(_) => vec![&parsed],
+        _ => {
+            return Err(Box::new(rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                -32600,
+                "invalid request: expected a JSON-RPC message or batch",
+            )));
+        }
+    };
+    let single_id = if messages.len() == 1 {
+        messages[0].get("id").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    for message in messages {
+        match mcp_scope::needs(message, policy) {
+            Needs::Denied(reason) => {
+                return Err(Box::new(rpc_error(
+                    StatusCode::FORBIDDEN,
+                    single_id,
+                    -32001,
+                    &reason,
+                )));
+            }
+            Needs::Scope(needed) if !mcp_scope::satisfies(granted, needed) => {
+                let metadata = format!(
+                    "{}/.well-known/oauth-protected-resource/mcp/{slug}",
+                    state.http.public_origin
+                );
+                let value = format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{needed}\", resource_metadata=\"{metadata}\""
+                );
+                let mut resp = rpc_error(
+                    StatusCode::FORBIDDEN,
+                    single_id,
+                    -32001,
+                    &format!("insufficient scope: this request needs `{needed}`"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                return Err(Box::new(resp));
+            }
+            Needs::Scope(_) => {}
+        }
     }
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {"code": -32603, "message": format!("server `{slug}` has no active deployment")}
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    Ok(())
+}
+
+/// Request headers passed to the upstream; everything else (the client's `Authorization`,
+/// cookies, hop-by-hop headers, `Host`) stays here.
+const FORWARDED_REQUEST_HEADERS: [&str; 6] = [
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "accept-language",
+];
+/// Response headers passed back to the client.
+const FORWARDED_RESPONSE_HEADERS: [&str; 5] = [
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "cache-control",
+    "retry-after",
+];
+
+async fn forward(
+    state: &AppState,
+    deployment: &DeploymentRow,
+    claims: &AccessClaims,
+    method: Method,
+    headers: &HeaderMap,
+    body: Option<Bytes>,
+) -> Response {
+    let credentials = match upstream::open_headers(&state.master, deployment.credentials.as_deref())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(deployment_id = %deployment.id, error = %e, "cannot open upstream credentials");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the gateway cannot use this deployment's credentials",
+            );
+        }
+    };
+    let identity = match state
+        .oauth
+        .mint_identity_token(&deployment.upstream_url, claims)
+    {
+        Ok(t) => t,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut req = state.upstream.request(method, &deployment.upstream_url);
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v.clone());
+        }
+    }
+    for (k, v) in &credentials {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    // Set last, so that neither the client nor a stored header can forge them.
+    req = req
+        .header("x-ezforge-subject", &claims.sub)
+        .header("x-ezforge-client-id", &claims.client_id)
+        .header("x-ezforge-scopes", &claims.scope)
+        .header("x-ezforge-identity", identity);
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    let timeout = Duration::from_millis(deployment.timeout_ms.max(100) as u64);
+    let resp = match tokio::time::timeout(timeout, req.send()).await {
+        Err(_) => {
+            return rpc_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                Value::Null,
+                -32603,
+                "the upstream MCP server did not answer in time",
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(deployment_id = %deployment.id, error = %upstream::root_cause(&e), "upstream unreachable");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the upstream MCP server cannot be reached",
+            );
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for name in FORWARDED_RESPONSE_HEADERS {
+        if let Some(v) = resp.headers().get(name) {
+            out = out.header(name, v.as_bytes());
+        }
+    }
+    // Streamed as it arrives: SSE events reach the client without buffering.
+    out.body(Body::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|_| {
+            rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the upstream answer could not be relayed",
+            )
+        })
 }

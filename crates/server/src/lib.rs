@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod pages;
 pub mod routes;
+pub mod upstream;
 
 pub use app::{RunningServer, StartError, start};
 pub use config::ServerConfig;

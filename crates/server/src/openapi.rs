@@ -17,6 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "projects", description = "Projects and members"),
         (name = "api-keys", description = "Scoped, revocable API keys"),
         (name = "servers", description = "MCP servers"),
+        (name = "deployments", description = "Deploys and rollbacks"),
         (name = "oauth", description = "OAuth clients, grants and signing keys"),
     )
 )]

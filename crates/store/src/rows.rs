@@ -116,6 +116,7 @@ pub(crate) fn server(r: &AnyRow) -> Result<ServerRow, sqlx::Error> {
                 (other, _) => return Err(bad("auth mode", other)),
             }
         },
+        active_deployment_id: r.try_get("active_deployment_id")?,
         tool_policy: {
             let json: String = r.try_get("tool_policy")?;
             serde_json::from_str(&json).map_err(|_| bad("tool policy", &json))?
@@ -135,4 +136,17 @@ pub(crate) fn err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+pub(crate) fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
+    Ok(DeploymentRow {
+        id: r.try_get("id")?,
+        server_id: r.try_get("server_id")?,
+        upstream_url: r.try_get("upstream_url")?,
+        credentials: r.try_get("credentials")?,
+        timeout_ms: r.try_get("timeout_ms")?,
+        health: r.try_get("health")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
 }

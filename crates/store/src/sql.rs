@@ -26,7 +26,7 @@ macro_rules! key_cols {
 }
 macro_rules! server_cols {
     () => {
-        "id, project_id, name, slug, environment, created_by, created_at, updated_at, access_policy, access_allowlist, auth_mode, byoa, tool_policy"
+        "id, project_id, name, slug, environment, created_by, created_at, updated_at, access_policy, access_allowlist, auth_mode, byoa, tool_policy, active_deployment_id"
     };
 }
 
@@ -462,7 +462,7 @@ impl Store for SqlStore {
         sqlx::query(concat!(
             "INSERT INTO servers (",
             server_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&s.id)
         .bind(&s.project_id)
@@ -481,6 +481,7 @@ impl Store for SqlStore {
                 .map(|b| serde_json::to_string(b).unwrap_or_default()),
         )
         .bind(serde_json::to_string(&s.tool_policy).unwrap_or_else(|_| "{}".into()))
+        .bind(&s.active_deployment_id)
         .execute(&self.pool)
         .await
         .map_err(err("server with this slug"))?;
@@ -664,6 +665,68 @@ impl Store for SqlStore {
         successor: &RefreshRow,
     ) -> StoreResult<Rotation> {
         crate::oauth_sql::rotate_refresh(&self.pool, token_hash, now, successor).await
+    }
+
+    async fn insert_and_activate_deployment(&self, d: &DeploymentRow) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO deployments (id, server_id, seq, upstream_url, credentials, timeout_ms, health, created_by, created_at)
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8 FROM deployments WHERE server_id = $2",
+        )
+        .bind(&d.id)
+        .bind(&d.server_id)
+        .bind(&d.upstream_url)
+        .bind(&d.credentials)
+        .bind(d.timeout_ms)
+        .bind(&d.health)
+        .bind(&d.created_by)
+        .bind(d.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("deployment with this number (another deploy ran at the same time; retry)"))?;
+        sqlx::query("UPDATE servers SET active_deployment_id = $1 WHERE id = $2")
+            .bind(&d.id)
+            .bind(&d.server_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn activate_deployment(&self, server_id: &str, deployment_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE servers SET active_deployment_id = $1 WHERE id = $2
+             AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND server_id = $2)",
+        )
+        .bind(deployment_id)
+        .bind(server_id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn deployments(&self, server_id: &str) -> StoreResult<Vec<DeploymentRow>> {
+        self.all(
+            sqlx::query(
+                "SELECT id, server_id, upstream_url, credentials, timeout_ms, health, created_by, created_at
+                 FROM deployments WHERE server_id = $1 ORDER BY seq DESC",
+            )
+            .bind(server_id),
+            rows::deployment,
+        )
+        .await
+    }
+
+    async fn deployment(&self, id: &str) -> StoreResult<Option<DeploymentRow>> {
+        self.one(
+            sqlx::query(
+                "SELECT id, server_id, upstream_url, credentials, timeout_ms, health, created_by, created_at FROM deployments WHERE id = $1",
+            )
+            .bind(id),
+            rows::deployment,
+        )
+        .await
     }
 
     async fn refresh_with_grant(

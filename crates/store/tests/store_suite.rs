@@ -177,6 +177,7 @@ ezforge_testkit::backend_tests! {
             access_policy: Default::default(),
             byoa: None,
             tool_policy: Default::default(),
+            active_deployment_id: None,
         };
         let live = mk("alpha", Environment::Live);
         store.insert_server(&live).await.unwrap();

@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+pub mod deployments;
 pub mod keys;
 mod projects;
 mod servers;

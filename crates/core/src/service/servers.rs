@@ -55,6 +55,7 @@ impl Core {
             access_policy: AccessPolicy::Members,
             byoa: None,
             tool_policy: Default::default(),
+            active_deployment_id: None,
         };
         self.store
             .insert_server(&server)

@@ -1,6 +1,7 @@
 //! `/v1` routes, collected with their OpenAPI descriptions.
 
 pub mod auth;
+pub mod deployments;
 pub mod keys;
 pub mod oauth_admin;
 pub mod projects;
@@ -23,6 +24,10 @@ use utoipa_axum::routes;
 pub struct AppState {
     pub core: Arc<Core>,
     pub oauth: Arc<ezforge_core::oauth::OAuth>,
+    /// Seals upstream credentials.
+    pub master: Arc<ezforge_core::crypto::MasterKey>,
+    /// The client the gateway forwards with and deploys health-check with.
+    pub upstream: reqwest::Client,
     pub http: Arc<HttpSettings>,
 }
 
@@ -48,6 +53,8 @@ pub fn v1(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             servers::delete_server
         ))
         .routes(routes!(servers::list_all_servers))
+        .routes(routes!(deployments::list, deployments::deploy))
+        .routes(routes!(deployments::rollback))
         .routes(routes!(
             servers::get_server_by_slug,
             servers::update_server_by_slug,

@@ -1,0 +1,164 @@
+//! Talking to upstream MCP servers: the deploy-time health check and the sealing of upstream
+//! credentials.
+
+use ezforge_core::crypto::MasterKey;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const CREDENTIALS_CONTEXT: &str = "ezforge-upstream-credentials-v1";
+const MAX_HEALTH_BODY: usize = 256 * 1024;
+
+/// The client for upstream traffic: no redirects (an upstream answers, it does not send us
+/// elsewhere), HTTP/1.1 and 2, pooled.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("ezforge-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+pub fn seal_headers(
+    master: &MasterKey,
+    headers: &BTreeMap<String, String>,
+) -> Result<Option<String>, String> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    for (k, v) in headers {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
+            return Err(format!("`{k}` is not a valid header name and value"));
+        }
+    }
+    let json = serde_json::to_vec(headers).map_err(|e| e.to_string())?;
+    master
+        .seal(CREDENTIALS_CONTEXT, &json)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+pub fn open_headers(
+    master: &MasterKey,
+    sealed: Option<&str>,
+) -> Result<BTreeMap<String, String>, String> {
+    let Some(sealed) = sealed else {
+        return Ok(BTreeMap::new());
+    };
+    let bytes = master
+        .open(CREDENTIALS_CONTEXT, sealed)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Sends an MCP `initialize` and reports what answered, or why nothing did.
+pub async fn health_check(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    timeout_ms: i64,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": "ezforge-health-check",
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "ezforge-health-check", "version": env!("CARGO_PKG_VERSION")}
+        }
+    });
+    let mut req = client
+        .post(url)
+        .header(
+            reqwest::header::ACCEPT,
+            "application/json, text/event-stream",
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let timeout = Duration::from_millis(timeout_ms.max(100) as u64);
+    let mut resp = tokio::time::timeout(timeout, req.send())
+        .await
+        .map_err(|_| format!("no answer within {timeout_ms} ms"))?
+        .map_err(|e| format!("cannot reach it ({})", root_cause(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("it answered HTTP {}", resp.status().as_u16()));
+    }
+    let is_sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let session = resp.headers().get("mcp-session-id").cloned();
+    // Read until a JSON-RPC answer arrives (an SSE stream may stay open after it).
+    let mut buf = Vec::new();
+    let answer = tokio::time::timeout(timeout, async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    buf.extend_from_slice(&chunk);
+                    if let Some(v) = find_answer(&buf, is_sse) {
+                        return Ok(v);
+                    }
+                    if buf.len() > MAX_HEALTH_BODY {
+                        return Err("its answer is too large".to_string());
+                    }
+                }
+                Ok(None) => {
+                    return find_answer(&buf, is_sse)
+                        .ok_or_else(|| "its answer is not a JSON-RPC response".to_string());
+                }
+                Err(e) => return Err(format!("the answer broke off ({})", root_cause(&e))),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no complete answer within {timeout_ms} ms"))??;
+    if let Some(session) = session {
+        // Politeness: end the session the check opened.
+        let mut del = client.delete(url).header("mcp-session-id", session);
+        for (k, v) in headers {
+            del = del.header(k, v);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), del.send()).await;
+    }
+    if let Some(err) = answer.get("error") {
+        return Err(format!("it answered initialize with an error: {err}"));
+    }
+    let result = answer.get("result").ok_or("its answer has no result")?;
+    let info = &result["serverInfo"];
+    Ok(format!(
+        "ok: {} {} (MCP {}) answered initialize in {} ms",
+        info["name"].as_str().unwrap_or("an MCP server"),
+        info["version"].as_str().unwrap_or(""),
+        result["protocolVersion"].as_str().unwrap_or("?"),
+        started.elapsed().as_millis()
+    ))
+}
+
+fn find_answer(buf: &[u8], sse: bool) -> Option<Value> {
+    let text = std::str::from_utf8(buf).ok()?;
+    if !sse {
+        return serde_json::from_str::<Value>(text).ok();
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("id") == Some(&json!("ezforge-health-check")))
+}
+
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,180 @@
+//! The gateway in front of a deployed MCP server, on SQLite and PostgreSQL: deploys with a
+//! health check, forwarding (JSON and SSE), per-message scopes and tool policy, what the
+//! upstream receives, rollbacks, and upstream failures.
+
+mod common;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::TestServer;
+use common::oauth::http;
+use ezforge_proto::{CreateDeploymentRequest, ErrorCode, ToolPolicy, UpdateServerRequest};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// What the upstream saw of the last request.
+#[derive(Default, Clone)]
+struct Seen(Arc<Mutex<Vec<HeaderMap>>>);
+
+/// A small Streamable HTTP MCP server: JSON answers, except `tools/call`, answered as SSE;
+/// `slow` never answers in time.
+async fn upstream(seen: Seen) -> String {
+    async fn handle(State(seen): State<Seen>, headers: HeaderMap, body: String) -> Response {
+        seen.0.lock().unwrap().push(headers);
+        let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        match msg.get("method").and_then(Value::as_str) {
+            Some("initialize") => (
+                [("mcp-session-id", "sess-1")],
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "test-upstream", "version": "1.2.3"}}})),
+            )
+                .into_response(),
+            Some("tools/call") => {
+                let text = format!(
+                    "event: message\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "called"}]}})
+                );
+                ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
+            }
+            Some("slow") => {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                StatusCode::OK.into_response()
+            }
+            _ => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {}})).into_response(),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/mcp", post(handle).delete(|| async { StatusCode::OK }))
+        .with_state(seen);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn token(
+    t: &TestServer,
+    owner: &ezforge_client::Session,
+    resource: &str,
+    scope: &str,
+) -> String {
+    let client_id = t.public_client().await;
+    let code = t.code_for(owner, &client_id, resource, scope).await;
+    t.exchange(&client_id, &code).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn rpc(resource: &str, token: &str, body: Value) -> (u16, HeaderMap, String) {
+    let resp = http()
+        .post(resource)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+fn call(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+}
+
+ezforge_testkit::backend_tests! {
+    async fn deploy_forward_scope_and_roll_back(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let admin = t.as_session(&owner);
+        let seen = Seen::default();
+        let up = upstream(seen.clone()).await;
+
+        // A dead upstream is refused unless forced.
+        let dead = CreateDeploymentRequest { upstream_url: "http://127.0.0.1:9/mcp".into(), headers: Default::default(), timeout_ms: Some(1000), force: false };
+        let err = admin.deploy("demo", &dead).await.unwrap_err();
+        assert_eq!((err.status(), err.code()), (Some(422), Some(ErrorCode::UpstreamUnhealthy)));
+        let forced = admin.deploy("demo", &CreateDeploymentRequest { force: true, ..dead.clone() }).await.unwrap();
+        assert!(forced.health.starts_with("forced:"), "{}", forced.health);
+
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert("x-upstream-key".to_string(), "upstream-secret".to_string());
+        let good = admin.deploy("demo", &CreateDeploymentRequest { upstream_url: up.clone(), headers, timeout_ms: Some(1000), force: false }).await.unwrap();
+        assert!(good.health.contains("test-upstream 1.2.3"), "{}", good.health);
+        assert!(good.has_credentials);
+        let list = admin.deployments("demo").await.unwrap().deployments;
+        assert_eq!(list.len(), 2);
+        assert!(list[0].active && !list[1].active);
+        assert!(!serde_json::to_string(&list).unwrap().contains("upstream-secret"), "credentials are never returned");
+
+        let write = token(&t, &owner, &resource, "mcp:read mcp:write").await;
+        seen.0.lock().unwrap().clear();
+        let (status, h, body) = rpc(&resource, &write, call("initialize", json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(h["mcp-session-id"], "sess-1");
+        assert!(body.contains("test-upstream"));
+        let got = seen.0.lock().unwrap()[0].clone();
+        assert!(got.get("authorization").is_none(), "the client's token never reaches the upstream");
+        assert_eq!(got["x-upstream-key"], "upstream-secret");
+        assert_eq!(got["x-ezforge-subject"], owner.info.user.id.as_str());
+        assert_eq!(got["x-ezforge-scopes"], "mcp:read mcp:write");
+        assert!(got["host"].to_str().unwrap().starts_with("127.0.0.1:"), "the upstream's own host");
+        let identity = got["x-ezforge-identity"].to_str().unwrap();
+        assert_eq!(identity.split('.').count(), 3);
+
+        // SSE answers stream through.
+        let (status, h, body) = rpc(&resource, &write, call("tools/call", json!({"name": "echo"}))).await;
+        assert_eq!(status, 200);
+        assert_eq!(h["content-type"], "text/event-stream");
+        assert!(body.contains("data: ") && body.contains("called"));
+
+        // Scopes per message: a read-only token may list, not call; batches are checked whole.
+        let read = token(&t, &owner, &resource, "mcp:read").await;
+        assert_eq!(rpc(&resource, &read, call("tools/list", json!({}))).await.0, 200);
+        let (status, h, body) = rpc(&resource, &read, call("tools/call", json!({"name": "echo"}))).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(h["www-authenticate"].to_str().unwrap().contains("error=\"insufficient_scope\", scope=\"mcp:write\""));
+        let batch = json!([call("tools/list", json!({})), call("tools/call", json!({"name": "echo"}))]);
+        assert_eq!(rpc(&resource, &read, batch).await.0, 403);
+
+        // Tool policy: execute-class tools need mcp:execute; denied tools never pass.
+        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() };
+        admin.update_server_by_slug("demo", &policy).await.unwrap();
+        let (status, h, _) = rpc(&resource, &write, call("tools/call", json!({"name": "shell"}))).await;
+        assert_eq!(status, 403);
+        assert!(h["www-authenticate"].to_str().unwrap().contains("scope=\"mcp:execute\""));
+        let (status, h, body) = rpc(&resource, &write, call("tools/call", json!({"name": "rm"}))).await;
+        assert_eq!(status, 403);
+        assert!(h.get("www-authenticate").is_none() && body.contains("not allowed"));
+
+        // Not a JSON-RPC body; a token in the query string.
+        let resp = http().post(&resource).bearer_auth(&write).body("{nope").send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let resp = http().post(format!("{resource}?access_token={write}")).json(&call("ping", json!({}))).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+
+        // Roll back to the dead one: 502 with a JSON-RPC error; then forward to the good one again.
+        admin.rollback("demo", None).await.unwrap();
+        let (status, _, body) = rpc(&resource, &write, call("ping", json!({}))).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("\"jsonrpc\""));
+        admin.rollback("demo", Some(&good.id)).await.unwrap();
+        assert_eq!(rpc(&resource, &write, call("ping", json!({}))).await.0, 200);
+        let err = admin.rollback("demo", Some(&good.id)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Conflict));
+
+        // An upstream slower than the deployment's timeout: 504.
+        // (`slow` is not in the scope table, so it needs mcp:execute.)
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        let (status, _, body) = rpc(&resource, &exec, call("slow", json!({}))).await;
+        assert_eq!(status, 504, "{body}");
+        assert!(body.contains("did not answer in time"));
+    }
+}
