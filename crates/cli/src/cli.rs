@@ -42,6 +42,34 @@ pub enum Command {
     /// Projects and their API keys.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Deploy a server: point its traffic at an upstream MCP server (checked with an MCP
+    /// `initialize` first).
+    Deploy {
+        /// Server slug or id.
+        server: String,
+        /// The upstream's Streamable HTTP URL, e.g. http://10.0.0.5:3001/mcp.
+        #[arg(long)]
+        upstream: String,
+        /// A header sent to the upstream with every request, e.g. "Authorization: Bearer …"
+        /// (repeat). Stored encrypted, never shown again.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Upstream timeout in milliseconds [default: 30000].
+        #[arg(long)]
+        timeout_ms: Option<i64>,
+        /// Deploy even if the upstream does not answer.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Deployment history.
+    #[command(subcommand)]
+    Deployments(DeploymentCommand),
+    /// Roll a server back to its previous deployment, or to --to ID.
+    Rollback {
+        server: String,
+        #[arg(long, value_name = "DEPLOYMENT_ID")]
+        to: Option<String>,
+    },
     /// MCP servers: create, list, show, update (auth mode, BYOA, access and tool policy), delete.
     #[command(subcommand)]
     Servers(ServerCommand),
@@ -54,6 +82,15 @@ pub enum Command {
     /// Instance administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeploymentCommand {
+    /// List a server's deployments, newest first.
+    List {
+        /// Server slug or id.
+        server: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -34,6 +34,20 @@ fn main() -> ExitCode {
             Command::Project(cmd) => commands::project::run(&ctx, cmd).await,
             Command::Admin(cmd) => commands::admin::run(&ctx, cmd).await,
             Command::Servers(cmd) => commands::servers::run(&ctx, cmd).await,
+            Command::Deploy {
+                server,
+                upstream,
+                headers,
+                timeout_ms,
+                force,
+            } => {
+                commands::deploy::deploy(&ctx, &server, &upstream, &headers, timeout_ms, force)
+                    .await
+            }
+            Command::Deployments(cmd) => commands::deploy::list(&ctx, cmd).await,
+            Command::Rollback { server, to } => {
+                commands::deploy::rollback(&ctx, &server, to.as_deref()).await
+            }
             Command::OauthClients(cmd) => commands::oauth::clients(&ctx, cmd).await,
             Command::Grants(cmd) => commands::oauth::grants(&ctx, cmd).await,
         }

@@ -512,3 +512,101 @@ async fn servers_commands_and_the_docs_byoa_command() {
         5,
     );
 }
+
+/// `deploy` (refused when the upstream is down, unless forced), `deployments list`, `rollback`.
+#[tokio::test]
+async fn deploy_list_and_roll_back() {
+    let db = TestDb::sqlite();
+    let s = serve(&db, &[]);
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    ok(&ez(
+        c,
+        &s.url,
+        &["auth", "signup", "--email", "dev@example.com"],
+        Some(PASSWORD),
+        &[],
+    ));
+    ok(&ez(c, &s.url, &["project", "create", "p1"], None, &[]));
+    ok(&ez(
+        c,
+        &s.url,
+        &["servers", "create", "demo", "--project", "p1"],
+        None,
+        &[],
+    ));
+    let dead = "http://127.0.0.1:9/mcp";
+    let err = fails(
+        &ez(
+            c,
+            &s.url,
+            &["deploy", "demo", "--upstream", dead, "--timeout-ms", "500"],
+            None,
+            &[],
+        ),
+        1,
+    );
+    assert!(
+        err.contains("upstream_unhealthy") && err.contains("force"),
+        "{err}"
+    );
+    let out = ok(&ez(
+        c,
+        &s.url,
+        &[
+            "deploy",
+            "demo",
+            "--upstream",
+            dead,
+            "--force",
+            "--header",
+            "X-Key: s3cret",
+        ],
+        None,
+        &[],
+    ));
+    assert!(out.contains("forced:"), "{out}");
+    ok(&ez(
+        c,
+        &s.url,
+        &[
+            "deploy",
+            "demo",
+            "--upstream",
+            "http://127.0.0.1:10/mcp",
+            "--force",
+        ],
+        None,
+        &[],
+    ));
+    let list: serde_json::Value = serde_json::from_str(&ok(&ez(
+        c,
+        &s.url,
+        &["deployments", "list", "demo", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap();
+    let deployments = list["deployments"].as_array().unwrap();
+    assert_eq!(deployments.len(), 2);
+    assert_eq!(deployments[0]["active"], true);
+    assert_eq!(deployments[1]["has_credentials"], true);
+    assert!(!list.to_string().contains("s3cret"));
+    let first = deployments[1]["id"].as_str().unwrap();
+    let out = ok(&ez(c, &s.url, &["rollback", "demo"], None, &[]));
+    assert!(out.contains(first), "{out}");
+    fails(
+        &ez(c, &s.url, &["rollback", "demo", "--to", first], None, &[]),
+        6,
+    );
+    fails(
+        &ez(
+            c,
+            &s.url,
+            &["deploy", "demo", "--upstream", "ftp://x/mcp"],
+            None,
+            &[],
+        ),
+        2,
+    );
+}

@@ -170,6 +170,17 @@ ezforge_testkit::backend_tests! {
         let err = admin.rollback("demo", Some(&good.id)).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::Conflict));
 
+        // A token for this server is refused by every other server (audience).
+        admin
+            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "Other".into(), slug: "other".into(), environment: None })
+            .await
+            .unwrap();
+        admin.deploy("other", &CreateDeploymentRequest { upstream_url: up.clone(), headers: Default::default(), timeout_ms: None, force: false }).await.unwrap();
+        let other = format!("{}/mcp/other", t.url);
+        let (status, h, _) = rpc(&other, &write, call("ping", json!({}))).await;
+        assert_eq!(status, 401);
+        assert!(h["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+
         // An upstream slower than the deployment's timeout: 504.
         // (`slow` is not in the scope table, so it needs mcp:execute.)
         let exec = token(&t, &owner, &resource, "mcp:execute").await;
