@@ -72,6 +72,18 @@ pub fn needs(message: &Value, policy: &ToolPolicy) -> Needs {
     }
 }
 
+/// Keeps, in a `tools/list` result, only the tools the token may call: allowed by the policy
+/// and reachable with its scopes.
+pub fn filter_tools_list(result: &mut Value, policy: &ToolPolicy, granted: &str) {
+    if let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) {
+        tools.retain(|tool| {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            let call = serde_json::json!({"method": "tools/call", "params": {"name": name}});
+            matches!(needs(&call, policy), Needs::Scope(s) if satisfies(granted, s))
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +168,29 @@ mod tests {
             ),
             Needs::Scope(MCP_WRITE)
         );
+    }
+
+    #[test]
+    fn tools_list_shows_what_the_token_may_call() {
+        let p = ToolPolicy {
+            allow: vec![],
+            deny: vec!["rm".into()],
+            execute: vec!["shell".into()],
+        };
+        let list = json!({"tools": [{"name": "echo"}, {"name": "rm"}, {"name": "shell"}]});
+        let names = |granted: &str| {
+            let mut r = list.clone();
+            filter_tools_list(&mut r, &p, granted);
+            r["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("mcp:execute"), ["echo", "shell"]);
+        assert_eq!(names("mcp:write"), ["echo"]);
+        assert!(names("mcp:read").is_empty());
     }
 
     #[test]

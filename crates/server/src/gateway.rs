@@ -127,7 +127,30 @@ pub async fn endpoint(
     } else {
         None
     };
-    forward(&state, &deployment, &claims, method, &headers, payload).await
+    // A lone `tools/list`: its answer is cut down to the tools this token may call.
+    let filter = payload
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| {
+            (v.get("method").and_then(Value::as_str) == Some("tools/list"))
+                .then(|| v.get("id").cloned())
+                .flatten()
+                .map(|id| ToolsFilter {
+                    id,
+                    policy: server.tool_policy.clone(),
+                    granted: claims.scope.clone(),
+                })
+        });
+    forward(
+        &state,
+        &deployment,
+        &claims,
+        method,
+        &headers,
+        payload,
+        filter,
+    )
+    .await
 }
 
 /// Every message of a POST (batches included) must be allowed by the tool policy and reachable
@@ -218,6 +241,75 @@ const FORWARDED_RESPONSE_HEADERS: [&str; 5] = [
     "retry-after",
 ];
 
+/// Which answer to filter, and by what.
+#[derive(Clone)]
+struct ToolsFilter {
+    id: Value,
+    policy: ezforge_proto::ToolPolicy,
+    granted: String,
+}
+
+impl ToolsFilter {
+    /// Filters `message` if it is the answer to our `tools/list`; `None` if it is not.
+    fn apply(&self, message: &Value) -> Option<Value> {
+        if message.get("id") != Some(&self.id) {
+            return None;
+        }
+        let mut out = message.clone();
+        if let Some(result) = out.get_mut("result") {
+            mcp_scope::filter_tools_list(result, &self.policy, &self.granted);
+        }
+        Some(out)
+    }
+
+    /// Rewrites the `data:` lines of an SSE chunk stream, line by line, as they arrive.
+    fn sse(
+        self,
+        upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    ) -> Body {
+        use futures_util::StreamExt;
+        let pending = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let tail = pending.clone();
+        let filter = self.clone();
+        let lines = upstream.map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let mut buf = pending
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?;
+            buf.extend_from_slice(&chunk);
+            let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+                return Ok(Bytes::new());
+            };
+            let complete: Vec<u8> = buf.drain(..=end).collect();
+            Ok::<_, std::io::Error>(Bytes::from(filter.rewrite(&complete)))
+        });
+        let flush = futures_util::stream::once(async move {
+            let rest = tail
+                .lock()
+                .map(|mut b| std::mem::take(&mut *b))
+                .unwrap_or_default();
+            Ok::<_, std::io::Error>(Bytes::from(rest))
+        });
+        Body::from_stream(lines.chain(flush))
+    }
+
+    fn rewrite(&self, complete_lines: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(complete_lines);
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let filtered = line
+                .strip_prefix("data:")
+                .and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .and_then(|m| self.apply(&m));
+            match filtered {
+                Some(m) => out.push_str(&format!("data: {m}\n")),
+                None => out.push_str(line),
+            }
+        }
+        out.into_bytes()
+    }
+}
+
 async fn forward(
     state: &AppState,
     deployment: &DeploymentRow,
@@ -225,6 +317,7 @@ async fn forward(
     method: Method,
     headers: &HeaderMap,
     body: Option<Bytes>,
+    filter: Option<ToolsFilter>,
 ) -> Response {
     let credentials = match upstream::open_headers(&state.master, deployment.credentials.as_deref())
     {
@@ -291,14 +384,43 @@ async fn forward(
             out = out.header(name, v.as_bytes());
         }
     }
-    // Streamed as it arrives: SSE events reach the client without buffering.
-    out.body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| {
-            rpc_error(
-                StatusCode::BAD_GATEWAY,
-                Value::Null,
-                -32603,
-                "the upstream answer could not be relayed",
-            )
-        })
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = match filter {
+        // A JSON answer to tools/list is small: read it whole, filter, send.
+        Some(filter) if !is_sse && resp.status().is_success() => {
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(_) => {
+                    return rpc_error(
+                        StatusCode::BAD_GATEWAY,
+                        Value::Null,
+                        -32603,
+                        "the upstream answer broke off",
+                    );
+                }
+            };
+            match serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|m| filter.apply(&m))
+            {
+                Some(m) => Body::from(m.to_string()),
+                None => Body::from(bytes),
+            }
+        }
+        Some(filter) if is_sse => filter.sse(resp.bytes_stream()),
+        // Streamed as it arrives: SSE events reach the client without buffering.
+        _ => Body::from_stream(resp.bytes_stream()),
+    };
+    out.body(body).unwrap_or_else(|_| {
+        rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Value::Null,
+            -32603,
+            "the upstream answer could not be relayed",
+        )
+    })
 }

@@ -41,6 +41,15 @@ async fn upstream(seen: Seen) -> String {
                 );
                 ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
             }
+            Some("tools/list") => {
+                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{"name": "echo"}, {"name": "rm"}, {"name": "shell"}]}});
+                if msg.pointer("/params/sse") == Some(&json!(true)) {
+                    let text = format!(": keep-alive\n\nevent: message\ndata: {answer}\n\n");
+                    ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
+                } else {
+                    axum::Json(answer).into_response()
+                }
+            }
             Some("slow") => {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 StatusCode::OK.into_response()
@@ -154,6 +163,22 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 403);
         assert!(h.get("www-authenticate").is_none() && body.contains("not allowed"));
 
+        // tools/list answers show only what the token may call, in JSON and in SSE.
+        let names = |body: &str| -> Vec<String> {
+            let json = body.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or(body);
+            let v: Value = serde_json::from_str(json).unwrap();
+            v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+        };
+        let (status, _, body) = rpc(&resource, &write, call("tools/list", json!({}))).await;
+        assert_eq!(status, 200);
+        assert_eq!(names(&body), ["echo"]);
+        let (_, h, body) = rpc(&resource, &write, call("tools/list", json!({"sse": true}))).await;
+        assert_eq!(h["content-type"], "text/event-stream");
+        assert!(body.starts_with(": keep-alive"), "other SSE lines pass through: {body}");
+        assert_eq!(names(&body), ["echo"]);
+        let (_, _, body) = rpc(&resource, &read, call("tools/list", json!({}))).await;
+        assert!(names(&body).is_empty(), "a read-only token may call no tool");
+
         // Not a JSON-RPC body; a token in the query string.
         let resp = http().post(&resource).bearer_auth(&write).body("{nope").send().await.unwrap();
         assert_eq!(resp.status(), 400);
@@ -184,6 +209,8 @@ ezforge_testkit::backend_tests! {
         // An upstream slower than the deployment's timeout: 504.
         // (`slow` is not in the scope table, so it needs mcp:execute.)
         let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        let (_, _, body) = rpc(&resource, &exec, call("tools/list", json!({"sse": true}))).await;
+        assert_eq!(names(&body), ["echo", "shell"]);
         let (status, _, body) = rpc(&resource, &exec, call("slow", json!({}))).await;
         assert_eq!(status, 504, "{body}");
         assert!(body.contains("did not answer in time"));
