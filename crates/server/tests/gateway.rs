@@ -206,6 +206,17 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 401);
         assert!(h["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
 
+        // Revoking the grant stops its token at once, although the gateway had verified it.
+        assert_eq!(rpc(&resource, &read, call("ping", json!({}))).await.0, 200);
+        let grants = admin.list_grants("demo-project", "demo").await.unwrap().grants;
+        let read_claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, read.split('.').nth(1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let grant = grants.iter().find(|g| g.id == read_claims["gid"]).unwrap();
+        admin.revoke_grant("demo-project", "demo", &grant.id).await.unwrap();
+        assert_eq!(rpc(&resource, &read, call("ping", json!({}))).await.0, 401);
+
         // An upstream slower than the deployment's timeout: 504.
         // (`slow` is not in the scope table, so it needs mcp:execute.)
         let exec = token(&t, &owner, &resource, "mcp:execute").await;

@@ -16,6 +16,7 @@ impl OAuth {
             .store
             .revoke_grant(grant_id, self.now(), reason)
             .await?;
+        self.grant_liveness.invalidate(grant_id);
         self.store
             .delete_consent(&grant.user_id, &grant.client_id, &grant.server_id)
             .await?;

@@ -48,6 +48,9 @@ pub struct OAuthSettings {
     /// Let client metadata documents live on private, loopback or link-local addresses and on
     /// plain http (for development and tests only).
     pub cimd_allow_private: bool,
+    /// How long a node trusts its memory that a grant is live. Revocation on the same node is
+    /// immediate; this bounds it on the others.
+    pub grant_cache_secs: i64,
 }
 
 impl OAuthSettings {
@@ -64,6 +67,7 @@ impl OAuthSettings {
             register_per_window: 30,
             token_per_window: 600,
             cimd_allow_private: false,
+            grant_cache_secs: 5,
         }
     }
 }
@@ -80,6 +84,10 @@ pub struct OAuth {
     cimd: Option<cimd::CimdCache>,
     /// Registered clients, briefly: every token request looks its client up.
     client_cache: moka::sync::Cache<String, Arc<model::ClientRow>>,
+    /// Access tokens whose signature was checked, by token hash (expiry is checked on use).
+    verified: moka::sync::Cache<String, Arc<token::AccessClaims>>,
+    /// Whether a grant is live, for a few seconds (see `grant_live`).
+    grant_liveness: moka::sync::Cache<String, bool>,
 }
 
 impl OAuth {
@@ -90,6 +98,9 @@ impl OAuth {
         settings: OAuthSettings,
         master: MasterKey,
     ) -> Result<Self, OAuthError> {
+        let token_ttl =
+            std::time::Duration::from_secs(settings.access_token_ttl_secs.max(1) as u64);
+        let grant_ttl = std::time::Duration::from_secs(settings.grant_cache_secs.max(1) as u64);
         let keys = KeyRing::default();
         let oauth = OAuth {
             register_limiter: WindowLimiter::new(settings.register_per_window, 600, 100_000),
@@ -100,6 +111,14 @@ impl OAuth {
             master,
             keys,
             cimd: None,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(token_ttl)
+                .build(),
+            grant_liveness: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(grant_ttl)
+                .build(),
             client_cache: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(std::time::Duration::from_secs(60))

@@ -319,27 +319,57 @@ impl OAuth {
         resource: Option<&str>,
     ) -> Result<AccessClaims, OAuthError> {
         let invalid = |m: &str| OAuthError::InvalidGrant(m.to_string());
-        let verified = crate::jwt::verify(token, |kid| self.find_jwk(kid))
-            .map_err(|e| invalid(&e.to_string()))?;
-        if verified.header.get("typ").and_then(|t| t.as_str()) != Some("at+jwt") {
-            return Err(invalid("not an access token"));
-        }
-        let claims: AccessClaims =
-            serde_json::from_value(verified.claims).map_err(|_| invalid("malformed claims"))?;
-        if claims.iss != self.issuer() {
-            return Err(invalid("wrong issuer"));
-        }
+        let key = secret::hash(token);
+        let claims = match self.verified.get(&key) {
+            Some(claims) => claims,
+            None => {
+                let verified = crate::jwt::verify(token, |kid| self.find_jwk(kid))
+                    .map_err(|e| invalid(&e.to_string()))?;
+                if verified.header.get("typ").and_then(|t| t.as_str()) != Some("at+jwt") {
+                    return Err(invalid("not an access token"));
+                }
+                let claims: AccessClaims = serde_json::from_value(verified.claims)
+                    .map_err(|_| invalid("malformed claims"))?;
+                if claims.iss != self.issuer() {
+                    return Err(invalid("wrong issuer"));
+                }
+                let claims = std::sync::Arc::new(claims);
+                self.verified.insert(key, claims.clone());
+                claims
+            }
+        };
+        // Checked on every call, cached or not.
         if claims.exp <= self.now() {
             return Err(invalid("expired"));
         }
         if resource.is_some_and(|r| r != claims.aud) {
             return Err(invalid("the token is for another resource"));
         }
-        let grant = self.store.grant(&claims.gid).await?;
-        if grant.is_none_or(|g| g.revoked_at.is_some()) {
+        if !self.grant_live(&claims.gid).await? {
             return Err(invalid("the grant was revoked"));
         }
-        Ok(claims)
+        Ok((*claims).clone())
+    }
+
+    /// Forgets every remembered grant state: after revocations made outside this service
+    /// (membership removed, access policy changed) they take effect at once on this node.
+    pub fn forget_grant_states(&self) {
+        self.grant_liveness.invalidate_all();
+    }
+
+    /// Whether a grant is live, from memory for a few seconds at most. Revocations on this node
+    /// clear the entry at once; on other nodes they take effect within the entry's lifetime.
+    async fn grant_live(&self, grant_id: &str) -> Result<bool, OAuthError> {
+        if let Some(live) = self.grant_liveness.get(grant_id) {
+            return Ok(live);
+        }
+        let live = self
+            .store
+            .grant(grant_id)
+            .await?
+            .is_some_and(|g| g.revoked_at.is_none());
+        self.grant_liveness.insert(grant_id.to_string(), live);
+        Ok(live)
     }
 }
 

@@ -122,5 +122,6 @@ pub async fn remove_member(
         .core
         .remove_member(&caller.principal, &project, &user_id)
         .await?;
+    state.oauth.forget_grant_states();
     Ok(StatusCode::NO_CONTENT)
 }

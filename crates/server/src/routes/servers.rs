@@ -92,13 +92,15 @@ pub async fn update_server(
     Path((project, server)): Path<(String, String)>,
     ApiJson(req): ApiJson<UpdateServerRequest>,
 ) -> ApiResult<Json<Server>> {
-    Ok(Json(
-        state
+    Ok(Json({
+        let updated = state
             .core
             .update_server(&caller.principal, &project, &server, &req)
-            .await?
-            .to_api(),
-    ))
+            .await?;
+        // A policy change may have revoked grants: forget what this node remembers of them.
+        state.oauth.forget_grant_states();
+        updated.to_api()
+    }))
 }
 
 /// Delete a server.
@@ -163,13 +165,15 @@ pub async fn update_server_by_slug(
     ApiJson(req): ApiJson<UpdateServerRequest>,
 ) -> ApiResult<Json<Server>> {
     let found = state.core.find_server(&caller.principal, &server).await?;
-    Ok(Json(
-        state
+    Ok(Json({
+        let updated = state
             .core
             .update_server(&caller.principal, &found.project_id, &found.id, &req)
-            .await?
-            .to_api(),
-    ))
+            .await?;
+        // A policy change may have revoked grants: forget what this node remembers of them.
+        state.oauth.forget_grant_states();
+        updated.to_api()
+    }))
 }
 
 /// Delete a server by slug or id.
