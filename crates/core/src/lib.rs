@@ -2,6 +2,7 @@
 //! servers, and the rules of who may do what. Storage sits behind the [`Store`] trait.
 
 pub mod api_key;
+pub mod byoa;
 pub mod clock;
 pub mod crypto;
 pub mod error;

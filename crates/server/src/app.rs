@@ -119,6 +119,14 @@ pub async fn start_with_clock(
     oauth_settings.token_per_window = o.token_per_window;
     oauth_settings.cimd_allow_private = o.client_documents_allow_private;
     let master_for_state = Arc::new(master.clone());
+    // JWKS URIs are set by project members and may name an identity provider on a private
+    // network; what comes back must parse as a JWKS, so a probe learns little.
+    let byoa_verifier = Arc::new(ezforge_core::byoa::ByoaVerifier::new(
+        Arc::new(crate::oauth::fetch::HttpFetcher {
+            allow_private: true,
+        }),
+        clock.clone(),
+    ));
     let mut oauth = OAuth::new(store, clock, oauth_settings, master)
         .await
         .map_err(|e| {
@@ -145,6 +153,7 @@ pub async fn start_with_clock(
         oauth: oauth.clone(),
         master: master_for_state,
         upstream: crate::upstream::client(),
+        byoa: byoa_verifier,
         http: Arc::new(http),
     };
     let app = router(state, config.max_body_bytes);

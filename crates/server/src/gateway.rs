@@ -78,23 +78,37 @@ pub async fn endpoint(
     let Some(token) = value.to_str().ok().and_then(bearer_token) else {
         return challenge(&state, &slug, Some("invalid_request"));
     };
-    if server.byoa.is_some() {
-        // Tokens from the customer's issuer are checked against its JWKS: not built yet.
-        return rpc_error(
-            StatusCode::NOT_IMPLEMENTED,
-            Value::Null,
-            -32603,
-            "tokens of a BYOA server cannot be verified yet",
-        );
-    }
     let resource = state.oauth.resource_uri(&slug);
-    let claims = match state
-        .oauth
-        .verify_access_token(token, Some(&resource))
-        .await
-    {
-        Ok(claims) => claims,
-        Err(_) => return challenge(&state, &slug, Some("invalid_token")),
+    let claims = match &server.byoa {
+        Some(byoa) => match state
+            .byoa
+            .verify(token, &byoa.issuer, &byoa.jwks_uri, &resource)
+            .await
+        {
+            Ok(c) => AccessClaims {
+                iss: byoa.issuer.clone(),
+                sub: c.sub,
+                aud: resource.clone(),
+                client_id: c.client_id,
+                scope: c.scope,
+                jti: String::new(),
+                iat: 0,
+                exp: c.exp,
+                gid: String::new(),
+            },
+            Err(reason) => {
+                tracing::info!(server = %slug, %reason, "BYOA token refused");
+                return challenge(&state, &slug, Some("invalid_token"));
+            }
+        },
+        None => match state
+            .oauth
+            .verify_access_token(token, Some(&resource))
+            .await
+        {
+            Ok(claims) => claims,
+            Err(_) => return challenge(&state, &slug, Some("invalid_token")),
+        },
     };
     let deployment = match state.core.active_deployment(&server).await {
         Ok(Some(d)) => d,
