@@ -419,6 +419,10 @@ pub struct ServeArgs {
     /// For development only: it lets anyone make the server fetch internal URLs.
     #[arg(long, env = "EZFORGE_CLIENT_DOCUMENTS_ALLOW_PRIVATE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub client_documents_allow_private: Option<bool>,
+    /// Host-based routing: serve each server at {slug}.DOMAIN (e.g. mcp.example.com) as well as
+    /// at /mcp/{slug}; resource URIs then use the host form [default: path-based only].
+    #[arg(long, env = "EZFORGE_MCP_DOMAIN", value_name = "DOMAIN")]
+    pub mcp_domain: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "EZFORGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,

@@ -36,6 +36,7 @@ struct FileConfig {
     token_rate: Option<u32>,
     client_documents: Option<bool>,
     client_documents_allow_private: Option<bool>,
+    mcp_domain: Option<String>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -131,6 +132,7 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
     if let Some(v) = pick!(client_documents) {
         o.client_documents = v;
     }
+    config.mcp_domain = pick!(mcp_domain).filter(|d| !d.trim().is_empty());
     if let Some(v) = pick!(client_documents_allow_private) {
         o.client_documents_allow_private = v;
     }

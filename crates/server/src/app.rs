@@ -118,6 +118,10 @@ pub async fn start_with_clock(
     oauth_settings.register_per_window = o.register_per_window;
     oauth_settings.token_per_window = o.token_per_window;
     oauth_settings.cimd_allow_private = o.client_documents_allow_private;
+    oauth_settings.mcp_domain = config
+        .mcp_domain
+        .clone()
+        .map(|d| d.trim().trim_start_matches('.').to_lowercase());
     let master_for_state = Arc::new(master.clone());
     // JWKS URIs are set by project members and may name an identity provider on a private
     // network; what comes back must parse as a JWKS, so a probe learns little.
@@ -156,7 +160,7 @@ pub async fn start_with_clock(
         byoa: byoa_verifier,
         http: Arc::new(http),
     };
-    let app = router(state, config.max_body_bytes);
+    let app = with_host_routing(router(state, config.max_body_bytes), oauth.clone());
 
     spawn_housekeeping(core.clone(), oauth.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -202,6 +206,43 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
+}
+
+/// Host-based routing: a request to `{slug}.{mcp domain}` is served as `/mcp/{slug}`, and its
+/// `/.well-known/oauth-protected-resource` as that server's metadata. Other hosts go through
+/// unchanged.
+pub fn with_host_routing(inner: Router, oauth: Arc<OAuth>) -> Router {
+    use tower::ServiceExt;
+    Router::new().fallback_service(tower::service_fn(move |mut req: axum::extract::Request| {
+        let inner = inner.clone();
+        let oauth = oauth.clone();
+        async move {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()));
+            if let Some(slug) = host.as_deref().and_then(|h| oauth.slug_of_host(h)) {
+                let path = match req.uri().path() {
+                    "/" | "/mcp" => Some(format!("/mcp/{slug}")),
+                    "/.well-known/oauth-protected-resource" => {
+                        Some(format!("/.well-known/oauth-protected-resource/mcp/{slug}"))
+                    }
+                    _ => None,
+                };
+                let path = path.unwrap_or_else(|| "/__no_such_route_on_an_mcp_host".to_string());
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                if let Ok(uri) = pq.parse::<axum::http::Uri>() {
+                    *req.uri_mut() = uri;
+                }
+            }
+            inner.oneshot(req).await
+        }
+    }))
 }
 
 /// `scheme://host[:port]` without a trailing slash or path.

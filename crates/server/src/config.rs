@@ -23,6 +23,9 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_proxy_headers: bool,
     pub core: Settings,
+    /// Host-based routing: `{slug}.{mcp_domain}` serves the server `slug` (e.g.
+    /// `mcp.example.com`, or `mcp.localhost:8080` with a port). Resource URIs then use it.
+    pub mcp_domain: Option<String>,
     /// Encrypts signing keys at rest. `None`: read from, or generated into, `master.key` in the
     /// data directory (mode 0600). Several nodes must share one.
     pub master_key: Option<MasterKey>,
@@ -74,6 +77,7 @@ impl ServerConfig {
             trust_proxy_headers: false,
             core: Settings::default(),
             master_key: None,
+            mcp_domain: None,
             oauth: OAuthConfig::default(),
         }
     }

@@ -23,10 +23,7 @@ use std::time::Duration;
 pub const CHALLENGE_SCOPE: &str = "mcp:read mcp:write offline_access";
 
 fn challenge(state: &AppState, slug: &str, error: Option<&str>) -> Response {
-    let metadata = format!(
-        "{}/.well-known/oauth-protected-resource/mcp/{slug}",
-        state.http.public_origin
-    );
+    let metadata = state.oauth.resource_metadata_url(slug);
     let mut value = format!("Bearer resource_metadata=\"{metadata}\", scope=\"{CHALLENGE_SCOPE}\"");
     if let Some(e) = error {
         value.push_str(&format!(", error=\"{e}\""));
@@ -212,10 +209,7 @@ fn check_scopes(
                 )));
             }
             Needs::Scope(needed) if !mcp_scope::satisfies(granted, needed) => {
-                let metadata = format!(
-                    "{}/.well-known/oauth-protected-resource/mcp/{slug}",
-                    state.http.public_origin
-                );
+                let metadata = state.oauth.resource_metadata_url(slug);
                 let value = format!(
                     "Bearer error=\"insufficient_scope\", scope=\"{needed}\", resource_metadata=\"{metadata}\""
                 );

@@ -227,3 +227,84 @@ ezforge_testkit::backend_tests! {
         assert!(body.contains("did not answer in time"));
     }
 }
+
+/// Host-based routing: `{slug}.{mcp domain}` is the server, with its metadata at the host root.
+#[tokio::test]
+async fn host_based_routing() {
+    let t = TestServer::start_with(ezforge_testkit::TestDb::sqlite(), |c| {
+        c.mcp_domain = Some("mcp.test".into())
+    })
+    .await;
+    let owner = t.owner_of("owner@example.com", "demo-project").await;
+    t.as_session(&owner)
+        .create_server(
+            "demo-project",
+            &ezforge_proto::CreateServerRequest {
+                name: "Demo".into(),
+                slug: "demo".into(),
+                environment: None,
+            },
+        )
+        .await
+        .unwrap();
+    let resource = "http://demo.mcp.test";
+    let prm: Value = http()
+        .get(format!("{}/.well-known/oauth-protected-resource", t.url))
+        .header("host", "demo.mcp.test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["resource"], resource);
+    let resp = http()
+        .post(format!("{}/", t.url))
+        .header("host", "Demo.MCP.test")
+        .json(&call("ping", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer resource_metadata=\"http://demo.mcp.test/.well-known/oauth-protected-resource\", scope=\"mcp:read mcp:write offline_access\""
+    );
+    let token = token(&t, &owner, resource, "mcp:read").await;
+    let resp = http()
+        .post(format!("{}/", t.url))
+        .header("host", "demo.mcp.test")
+        .bearer_auth(&token)
+        .json(&call("ping", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "past the token check: nothing deployed");
+    // The path form still works with the same token.
+    assert_eq!(
+        http()
+            .post(format!("{}/mcp/demo", t.url))
+            .bearer_auth(&token)
+            .json(&call("ping", json!({})))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let resp = http()
+        .post(format!("{}/", t.url))
+        .header("host", "nope.mcp.test")
+        .json(&call("ping", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = http()
+        .get(format!("{}/v1/projects", t.url))
+        .header("host", "demo.mcp.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "an MCP host serves only its server");
+}

@@ -27,8 +27,11 @@ use std::sync::Arc;
 pub struct OAuthSettings {
     /// The issuer: this server's public origin, e.g. `https://auth.example.com`.
     pub issuer: String,
-    /// Resource URIs are `{resource_base}/mcp/{slug}`.
+    /// Resource URIs are `{resource_base}/mcp/{slug}` (path-based routing)…
     pub resource_base: String,
+    /// …or `{scheme}://{slug}.{mcp_domain}` when a domain is configured (host-based routing;
+    /// the domain may carry a port).
+    pub mcp_domain: Option<String>,
     /// Access token: 15 minutes.
     pub access_token_ttl_secs: i64,
     /// Refresh token: 30 days, rotated on use.
@@ -58,6 +61,7 @@ impl OAuthSettings {
         OAuthSettings {
             issuer: issuer.trim_end_matches('/').to_string(),
             resource_base: issuer.trim_end_matches('/').to_string(),
+            mcp_domain: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             code_ttl_secs: 5 * 60,
@@ -148,15 +152,49 @@ impl OAuth {
 
     /// The canonical resource URI of the server with `slug`.
     pub fn resource_uri(&self, slug: &str) -> String {
-        format!("{}/mcp/{slug}", self.settings.resource_base)
+        match &self.settings.mcp_domain {
+            Some(domain) => format!("{}://{slug}.{domain}", self.scheme()),
+            None => format!("{}/mcp/{slug}", self.settings.resource_base),
+        }
+    }
+
+    /// Where the protected-resource metadata of `slug` is published (RFC 9728 §3.1).
+    pub fn resource_metadata_url(&self, slug: &str) -> String {
+        match &self.settings.mcp_domain {
+            Some(_) => format!(
+                "{}/.well-known/oauth-protected-resource",
+                self.resource_uri(slug)
+            ),
+            None => format!(
+                "{}/.well-known/oauth-protected-resource/mcp/{slug}",
+                self.settings.resource_base
+            ),
+        }
+    }
+
+    fn scheme(&self) -> &str {
+        self.settings.issuer.split("://").next().unwrap_or("https")
     }
 
     /// The slug named by a canonical resource URI, if it is one of ours.
     pub fn slug_of_resource<'a>(&self, resource: &'a str) -> Option<&'a str> {
-        let rest = resource
-            .strip_prefix(&self.settings.resource_base)?
-            .strip_prefix("/mcp/")?;
-        (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+        let slug = match &self.settings.mcp_domain {
+            Some(domain) => {
+                let host = resource.strip_prefix(self.scheme())?.strip_prefix("://")?;
+                host.strip_suffix(domain.as_str())?.strip_suffix('.')?
+            }
+            None => resource
+                .strip_prefix(&self.settings.resource_base)?
+                .strip_prefix("/mcp/")?,
+        };
+        (!slug.is_empty() && !slug.contains(['/', '.', ':', '@', '?', '#'])).then_some(slug)
+    }
+
+    /// The slug a request's `Host` names under the MCP domain, if any.
+    pub fn slug_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let domain = self.settings.mcp_domain.as_deref()?;
+        let slug = host.strip_suffix(domain)?.strip_suffix('.')?;
+        (!slug.is_empty() && !slug.contains(['.', ':'])).then_some(slug)
     }
 
     fn now(&self) -> i64 {
