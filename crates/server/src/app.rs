@@ -158,6 +158,7 @@ pub async fn start_with_clock(
         master: master_for_state,
         upstream: crate::upstream::client(),
         byoa: byoa_verifier,
+        routes: crate::gateway::route_cache(),
         http: Arc::new(http),
     };
     let app = with_host_routing(router(state, config.max_body_bytes), oauth.clone());

@@ -40,6 +40,38 @@ fn challenge(state: &AppState, slug: &str, error: Option<&str>) -> Response {
     resp
 }
 
+/// A server as the gateway routes it: the row and its active deployment, remembered for a
+/// moment (the hot path touches no database). A change on this node forgets it at once
+/// (`RouteCache::forget`); on other nodes it takes effect within the entry's lifetime.
+pub struct Route {
+    pub server: ezforge_core::model::ServerRow,
+    pub deployment: Option<DeploymentRow>,
+}
+
+pub type RouteCache = moka::sync::Cache<String, Option<std::sync::Arc<Route>>>;
+
+pub fn route_cache() -> RouteCache {
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(Duration::from_secs(2))
+        .build()
+}
+
+async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Route>>, CoreError> {
+    if let Some(cached) = state.routes.get(slug) {
+        return Ok(cached);
+    }
+    let route = match state.core.store().server_by_slug(slug).await? {
+        Some(server) => {
+            let deployment = state.core.active_deployment(&server).await?;
+            Some(std::sync::Arc::new(Route { server, deployment }))
+        }
+        None => None,
+    };
+    state.routes.insert(slug.to_string(), route.clone());
+    Ok(route)
+}
+
 /// Largest MCP request body the gateway accepts.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -57,11 +89,12 @@ pub async fn endpoint(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let server = match state.core.store().server_by_slug(&slug).await {
-        Ok(Some(server)) => server,
+    let route = match route(&state, &slug).await {
+        Ok(Some(route)) => route,
         Ok(None) => return ApiError::NoRoute(format!("/mcp/{slug}")).into_response(),
-        Err(e) => return ApiError::from(CoreError::from(e)).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
+    let server = &route.server;
     // RFC 6750 §2.3 allows tokens in the query; RFC 9700 and MCP forbid it: it leaks into logs.
     if uri
         .query()
@@ -107,9 +140,9 @@ pub async fn endpoint(
             Err(_) => return challenge(&state, &slug, Some("invalid_token")),
         },
     };
-    let deployment = match state.core.active_deployment(&server).await {
-        Ok(Some(d)) => d,
-        Ok(None) => {
+    let deployment = match &route.deployment {
+        Some(d) => d,
+        None => {
             return rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Value::Null,
@@ -117,7 +150,6 @@ pub async fn endpoint(
                 &format!("server `{slug}` has no active deployment"),
             );
         }
-        Err(e) => return ApiError::from(e).into_response(),
     };
     let payload = if method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_BODY).await {

@@ -45,6 +45,8 @@ pub async fn deploy(
         health,
     };
     let (_, deployment) = state.core.deploy(&caller.principal, &server, new).await?;
+    // The gateway routes to the new deployment from the next request on.
+    state.routes.invalidate_all();
     Ok((StatusCode::CREATED, Json(deployment.to_api(true))))
 }
 
@@ -83,5 +85,7 @@ pub async fn rollback(
         .core
         .rollback(&caller.principal, &server, req.to.as_deref())
         .await?;
+    // The gateway routes to the new deployment from the next request on.
+    state.routes.invalidate_all();
     Ok(Json(deployment.to_api(true)))
 }

@@ -99,6 +99,7 @@ pub async fn update_server(
             .await?;
         // A policy change may have revoked grants: forget what this node remembers of them.
         state.oauth.forget_grant_states();
+        state.routes.invalidate_all();
         updated.to_api()
     }))
 }
@@ -117,6 +118,7 @@ pub async fn delete_server(
         .core
         .delete_server(&caller.principal, &project, &server)
         .await?;
+    state.routes.invalidate_all();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -172,6 +174,7 @@ pub async fn update_server_by_slug(
             .await?;
         // A policy change may have revoked grants: forget what this node remembers of them.
         state.oauth.forget_grant_states();
+        state.routes.invalidate_all();
         updated.to_api()
     }))
 }
@@ -191,5 +194,6 @@ pub async fn delete_server_by_slug(
         .core
         .delete_server(&caller.principal, &found.project_id, &found.id)
         .await?;
+    state.routes.invalidate_all();
     Ok(StatusCode::NO_CONTENT)
 }
