@@ -44,6 +44,7 @@ pub fn needs(message: &Value, policy: &ToolPolicy) -> Needs {
     };
     match method {
         "initialize"
+        | "server/discover"
         | "ping"
         | "resources/read"
         | "prompts/get"
@@ -99,6 +100,7 @@ mod tests {
         let p = ToolPolicy::default();
         for m in [
             "initialize",
+            "server/discover",
             "ping",
             "notifications/initialized",
             "notifications/cancelled",

@@ -159,6 +159,10 @@ pub async fn start_with_clock(
         upstream: crate::upstream::client(),
         byoa: byoa_verifier,
         routes: crate::gateway::route_cache(),
+        identities: moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(30))
+            .build(),
         http: Arc::new(http),
     };
     let app = with_host_routing(router(state, config.max_body_bytes), oauth.clone());

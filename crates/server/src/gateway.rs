@@ -163,37 +163,32 @@ pub async fn endpoint(
                 );
             }
         };
-        if let Err(resp) = check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
-            return *resp;
+        match check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
+            Ok(parsed) => Some((bytes, parsed)),
+            Err(resp) => return *resp,
         }
-        Some(bytes)
     } else {
         None
     };
     // A lone `tools/list`: its answer is cut down to the tools this token may call.
-    let filter = payload
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .and_then(|v| {
-            (v.get("method").and_then(Value::as_str) == Some("tools/list"))
-                .then(|| v.get("id").cloned())
-                .flatten()
-                .map(|id| ToolsFilter {
-                    id,
-                    policy: server.tool_policy.clone(),
-                    granted: claims.scope.clone(),
-                })
-        });
-    forward(
-        &state,
-        &deployment,
-        &claims,
+    let filter = payload.as_ref().and_then(|(_, v)| {
+        (v.get("method").and_then(Value::as_str) == Some("tools/list"))
+            .then(|| v.get("id").cloned())
+            .flatten()
+            .map(|id| ToolsFilter {
+                id,
+                policy: server.tool_policy.clone(),
+                granted: claims.scope.clone(),
+            })
+    });
+    let out = Outgoing {
         method,
-        &headers,
-        payload,
+        headers: &headers,
+        body: payload.map(|(bytes, _)| bytes),
         filter,
-    )
-    .await
+        token,
+    };
+    forward(&state, deployment, &claims, out).await
 }
 
 /// Every message of a POST (batches included) must be allowed by the tool policy and reachable
@@ -204,7 +199,7 @@ fn check_scopes(
     policy: &ezforge_proto::ToolPolicy,
     granted: &str,
     body: &[u8],
-) -> Result<(), Box<Response>> {
+) -> Result<Value, Box<Response>> {
     let parsed: Value = serde_json::from_slice(body).map_err(|e| {
         Box::new(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -259,19 +254,14 @@ fn check_scopes(
             Needs::Scope(_) => {}
         }
     }
-    Ok(())
+    Ok(parsed)
 }
 
 /// Request headers passed to the upstream; everything else (the client's `Authorization`,
 /// cookies, hop-by-hop headers, `Host`) stays here.
-const FORWARDED_REQUEST_HEADERS: [&str; 6] = [
-    "accept",
-    "content-type",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "last-event-id",
-    "accept-language",
-];
+/// Besides these, every `mcp-*` header goes through (see `forward`).
+const FORWARDED_REQUEST_HEADERS: [&str; 4] =
+    ["accept", "content-type", "last-event-id", "accept-language"];
 /// Response headers passed back to the client.
 const FORWARDED_RESPONSE_HEADERS: [&str; 5] = [
     "content-type",
@@ -350,15 +340,29 @@ impl ToolsFilter {
     }
 }
 
+/// What goes to the upstream.
+struct Outgoing<'a> {
+    method: Method,
+    headers: &'a HeaderMap,
+    body: Option<Bytes>,
+    filter: Option<ToolsFilter>,
+    /// The client's token: only to key the identity JWT cache, never forwarded.
+    token: &'a str,
+}
+
 async fn forward(
     state: &AppState,
     deployment: &DeploymentRow,
     claims: &AccessClaims,
-    method: Method,
-    headers: &HeaderMap,
-    body: Option<Bytes>,
-    filter: Option<ToolsFilter>,
+    out: Outgoing<'_>,
 ) -> Response {
+    let Outgoing {
+        method,
+        headers,
+        body,
+        filter,
+        token,
+    } = out;
     let credentials = match upstream::open_headers(&state.master, deployment.credentials.as_deref())
     {
         Ok(c) => c,
@@ -372,17 +376,28 @@ async fn forward(
             );
         }
     };
-    let identity = match state
-        .oauth
-        .mint_identity_token(&deployment.upstream_url, claims)
-    {
-        Ok(t) => t,
-        Err(e) => return ApiError::from(e).into_response(),
+    // One identity JWT per token and upstream, reused for half its minute: signing on every
+    // request would cost more than everything else the gateway does.
+    let identity_key = ezforge_core::secret::hash(&format!("{token}\n{}", deployment.upstream_url));
+    let identity = match state.identities.get(&identity_key) {
+        Some(t) => t,
+        None => match state
+            .oauth
+            .mint_identity_token(&deployment.upstream_url, claims)
+        {
+            Ok(t) => {
+                state.identities.insert(identity_key, t.clone());
+                t
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        },
     };
     let mut req = state.upstream.request(method, &deployment.upstream_url);
-    for name in FORWARDED_REQUEST_HEADERS {
-        if let Some(v) = headers.get(name) {
-            req = req.header(name, v.clone());
+    for (name, value) in headers {
+        // The MCP headers (session, protocol version, and the 2026-07-28 Mcp-Method, Mcp-Name,
+        // Mcp-Param-*) and a few content headers; nothing else.
+        if FORWARDED_REQUEST_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-") {
+            req = req.header(name, value.clone());
         }
     }
     for (k, v) in &credentials {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub master: Arc<ezforge_core::crypto::MasterKey>,
     /// The client the gateway forwards with and deploys health-check with.
     pub upstream: reqwest::Client,
+    /// Identity JWTs for upstreams, by token and upstream, for 30 s of their 60.
+    pub identities: moka::sync::Cache<String, String>,
     /// Servers and their active deployments, as the gateway routes them.
     pub routes: crate::gateway::RouteCache,
     /// Verifies tokens of BYOA servers against their issuers' JWKS.

@@ -1,0 +1,399 @@
+//! Gateway overhead, measured with wrk on this machine in one run, same load for every target,
+//! a valid ES256 token on every request:
+//!
+//! (a) a minimal upstream directly (HAProxy answering a fixed JSON-RPC result itself),
+//! (b) HAProxy as a plain proxy in front of it,
+//! (c) HAProxy with `jwt_verify` on the same ES256 token,
+//! (d) ezForge's gateway: token check, scope check, forwarding.
+//!
+//! `bash scripts/bench-gateway.sh` (installs haproxy and wrk from Debian when missing).
+//! BENCH_SECONDS (default 8), BENCH_CONNECTIONS (32).
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ezforge");
+const REDIRECT: &str = "http://127.0.0.1:9/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ92K9kGp5aZ4l1RKqxNfLwN1xqlA0ZtYq3vS8cE2";
+const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The ES256 public key of a JWK as a PEM SubjectPublicKeyInfo (what HAProxy reads).
+fn jwk_to_pem(jwk: &Value) -> String {
+    let x = URL_SAFE_NO_PAD
+        .decode(jwk["x"].as_str().expect("x"))
+        .expect("x");
+    let y = URL_SAFE_NO_PAD
+        .decode(jwk["y"].as_str().expect("y"))
+        .expect("y");
+    // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 04||X||Y }
+    let mut der = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+    der.push(4);
+    der.extend_from_slice(&x);
+    der.extend_from_slice(&y);
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+async fn ezforge_token(http: &reqwest::Client, url: &str, upstream: &str) -> String {
+    let client = ezforge_client::Client::new(url);
+    let s = client
+        .signup(&ezforge_proto::SignupRequest {
+            email: "bench@example.com".into(),
+            password: "bench-password-123".into(),
+            invite_code: None,
+        })
+        .await
+        .expect("signup");
+    let authed = client.with_auth(ezforge_client::Auth::Session {
+        token: s.token.clone(),
+        csrf: s.info.csrf_token.clone(),
+    });
+    authed.create_project("bench").await.expect("project");
+    authed
+        .create_server(
+            "bench",
+            &ezforge_proto::CreateServerRequest {
+                name: "Bench".into(),
+                slug: "bench".into(),
+                environment: None,
+            },
+        )
+        .await
+        .expect("server");
+    let d = authed
+        .deploy(
+            "bench",
+            &ezforge_proto::CreateDeploymentRequest {
+                upstream_url: upstream.into(),
+                headers: Default::default(),
+                timeout_ms: None,
+                force: false,
+            },
+        )
+        .await
+        .expect("deploy");
+    eprintln!("deployed: {}", d.health);
+    let reg: Value = http
+        .post(format!("{url}/register"))
+        .json(&json!({"client_name": "bench", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("registration");
+    let client_id = reg["client_id"].as_str().expect("client_id").to_string();
+    let resource = format!("{url}/mcp/bench");
+    let challenge = ezforge_core::oauth::token::s256(VERIFIER);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("scope", "mcp:read mcp:write"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("resource", &resource),
+        ])
+        .finish();
+    let cookie = format!("ezf_session={}", s.token);
+    let page = http
+        .get(format!("{url}/authorize?{query}"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("authorize")
+        .text()
+        .await
+        .expect("page");
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = page.find(&marker).expect("field") + marker.len();
+        page[start..start + page[start..].find('"').expect("quote")].to_string()
+    };
+    let form = [
+        ("request", field("request")),
+        ("csrf", field("csrf")),
+        ("decision", "allow".to_string()),
+    ];
+    let resp = http
+        .post(format!("{url}/authorize"))
+        .header("Cookie", &cookie)
+        .form(&form)
+        .send()
+        .await
+        .expect("consent");
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let code = url::Url::parse(&location)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .expect("code")
+        .1
+        .into_owned();
+    let tokens: Value = http
+        .post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", VERIFIER),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("tokens");
+    tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string()
+}
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non2xx: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap_or(0.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(dir: &Path, url: &str, token: &str, seconds: u64, connections: u64) -> Wrk {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
+        ),
+    )
+    .expect("lua");
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = Wrk {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        non2xx: 0,
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            w.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            w.p50_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            w.p99_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            w.non2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    w
+}
+
+fn main() {
+    let seconds = env_u64("BENCH_SECONDS", 8);
+    let connections = env_u64("BENCH_CONNECTIONS", 32);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let upstream_answer = r#"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"serverInfo\":{\"name\":\"bench-upstream\",\"version\":\"1\"}}}"#;
+
+    // The minimal upstream first (ezForge's deploy checks it).
+    let upstream_cfg = dir.path().join("upstream.cfg");
+    std::fs::write(
+        &upstream_cfg,
+        format!(
+            "global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend upstream\n  bind 127.0.0.1:{pa}\n  http-request return status 200 content-type application/json string \"{upstream_answer}\"\n"
+        ),
+    )
+    .expect("cfg");
+    let _upstream = Proc(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(&upstream_cfg)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let data = dir.path().join("ezforge");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("EZFORGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ezforge serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let _ezforge = Proc(child);
+    let url = line.trim().rsplit(' ').next().expect("url").to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let upstream_url = format!("http://127.0.0.1:{pa}/mcp");
+    let token = rt.block_on(ezforge_token(&http, &url, &upstream_url));
+    let jwks: Value = rt.block_on(async {
+        http.get(format!("{url}/jwks.json"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("jwks json")
+    });
+    let pem = dir.path().join("ezforge.pem");
+    std::fs::write(&pem, jwk_to_pem(&jwks["keys"][0])).expect("pem");
+
+    let proxies_cfg = dir.path().join("proxies.cfg");
+    std::fs::write(
+        &proxies_cfg,
+        format!(
+            "global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             backend upstream\n  server u 127.0.0.1:{pa}\n\
+             frontend plain\n  bind 127.0.0.1:{pb}\n  default_backend upstream\n\
+             frontend jwt\n  bind 127.0.0.1:{pc}\n  http-request set-var(txn.bearer) http_auth_bearer\n  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')\n  http-request deny unless {{ var(txn.alg) -m str ES256 }}\n  http-request deny unless {{ var(txn.bearer),jwt_verify(txn.alg,\"{}\") -m int 1 }}\n  default_backend upstream\n",
+            pem.display()
+        ),
+    )
+    .expect("cfg");
+    let _proxies = Proc(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(&proxies_cfg)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let targets = [
+        (
+            "(a) upstream directly",
+            format!("http://127.0.0.1:{pa}/mcp"),
+        ),
+        (
+            "(b) HAProxy, plain proxy",
+            format!("http://127.0.0.1:{pb}/mcp"),
+        ),
+        (
+            "(c) HAProxy + jwt_verify ES256",
+            format!("http://127.0.0.1:{pc}/mcp"),
+        ),
+        ("(d) ezForge gateway", format!("{url}/mcp/bench")),
+    ];
+    // Warm up every target briefly, then measure.
+    let mut rows = Vec::new();
+    for (name, target) in &targets {
+        let _ = wrk(dir.path(), target, &token, 1, connections);
+        rows.push((*name, wrk(dir.path(), target, &token, seconds, connections)));
+    }
+    let base = rows[0].1.p99_ms;
+    let (b, c) = (rows[1].1.rps, rows[2].1.rps);
+    println!();
+    println!(
+        "gateway benchmark: wrk -t2 -c{connections} -d{seconds}s, POST tools/call with a valid ES256 token on every request"
+    );
+    println!("| target | requests/s | p50 ms | p99 ms | p99 added over (a) ms | non-2xx |");
+    println!("|---|---|---|---|---|---|");
+    for (name, w) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            w.rps,
+            w.p50_ms,
+            w.p99_ms,
+            w.p99_ms - base,
+            w.non2xx
+        );
+    }
+    let d = rows[3].1.rps;
+    println!();
+    println!(
+        "(d)/(c) = {:.2}× (target ≥ 3×); (d)/(b) = {:.2}× (target ≥ 1×); p99 added by (d) = {:.2} ms (target ≤ 1 ms)",
+        d / c,
+        d / b,
+        rows[3].1.p99_ms - base
+    );
+}
