@@ -341,6 +341,10 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "EZFORGE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A ready-to-try instance: a demo user (credentials printed), a project and a server `demo`
+    /// backed by a small built-in MCP server; prints the MCP URL to give an MCP client.
+    #[arg(long, env = "EZFORGE_DEMO")]
+    pub demo: bool,
     /// Address and port to listen on [default: 127.0.0.1:8080]. Port 0 picks a free port.
     #[arg(long, env = "EZFORGE_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,

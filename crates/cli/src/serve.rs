@@ -66,6 +66,7 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
     let listen = pick!(listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir = pick!(data_dir).unwrap_or_else(default_data_dir);
     let mut config = ServerConfig::new(listen, data_dir);
+    config.demo = args.demo;
     config.public_url = pick!(public_url);
     config.database_url = pick!(database_url).filter(|u| !u.is_empty());
     if let Some(n) = pick!(db_max_connections) {
@@ -185,11 +186,21 @@ pub async fn run(args: &ServeArgs) -> CliResult {
     // The first line is stable: tools (and our tests) read the URL from it. A closed stdout
     // must not stop the server, so write errors are ignored.
     let url = &server.public_url;
-    let banner = format!(
-        "ezForge {} listening on {url}\n  database: {} ({db})\n  API:      {url}/v1  (OpenAPI: {url}/v1/openapi.json)\n  stop with Ctrl-C\n",
+    let mut banner = format!(
+        "ezForge {} listening on {url}\n  database: {} ({db})\n  API:      {url}/v1  (OpenAPI: {url}/v1/openapi.json)\n",
         env!("CARGO_PKG_VERSION"),
         server.backend,
     );
+    if let Some(demo) = &server.demo {
+        banner.push_str(&format!(
+            "\n  Demo MCP server: {}\n  Give that URL to an MCP client (MCP Inspector, Claude Code, Cursor, the SDKs); sign in as\n    email:    {}\n    password: {}\n  The CLI: ezforge auth login --api-url {url} --email {}\n\n",
+            demo.mcp_url,
+            demo.email,
+            demo.password.as_deref().unwrap_or("(set on an earlier run; delete the data directory to start over)"),
+            demo.email,
+        ));
+    }
+    banner.push_str("  stop with Ctrl-C\n");
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

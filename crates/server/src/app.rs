@@ -38,6 +38,8 @@ pub enum StartError {
     MasterKey(String),
     #[error("authorization server: {0}")]
     OAuth(String),
+    #[error("demo set-up: {0}")]
+    Demo(String),
 }
 
 /// A server that is accepting connections.
@@ -48,6 +50,8 @@ pub struct RunningServer {
     pub backend: &'static str,
     pub core: Arc<Core>,
     pub oauth: Arc<OAuth>,
+    /// With `--demo`: the demo user's credentials and the MCP URL.
+    pub demo: Option<crate::demo::DemoInfo>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -165,7 +169,20 @@ pub async fn start_with_clock(
             .build(),
         http: Arc::new(http),
     };
-    let app = with_host_routing(router(state, config.max_body_bytes), oauth.clone());
+    let demo = if config.demo {
+        Some(
+            crate::demo::prepare(&state, &config.data_dir, &public_url)
+                .await
+                .map_err(StartError::Demo)?,
+        )
+    } else {
+        None
+    };
+    let mut app = router(state.clone(), config.max_body_bytes);
+    if config.demo {
+        app = app.merge(crate::demo::routes().with_state(state));
+    }
+    let app = with_host_routing(app, oauth.clone());
 
     spawn_housekeeping(core.clone(), oauth.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -185,6 +202,7 @@ pub async fn start_with_clock(
         backend,
         core,
         oauth,
+        demo,
         shutdown: Some(tx),
         task,
     })

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     /// Host-based routing: `{slug}.{mcp_domain}` serves the server `slug` (e.g.
     /// `mcp.example.com`, or `mcp.localhost:8080` with a port). Resource URIs then use it.
     pub mcp_domain: Option<String>,
+    /// `serve --demo`: a demo user, project and server backed by a built-in MCP server.
+    pub demo: bool,
     /// Encrypts signing keys at rest. `None`: read from, or generated into, `master.key` in the
     /// data directory (mode 0600). Several nodes must share one.
     pub master_key: Option<MasterKey>,
@@ -78,6 +80,7 @@ impl ServerConfig {
             core: Settings::default(),
             master_key: None,
             mcp_domain: None,
+            demo: false,
             oauth: OAuthConfig::default(),
         }
     }
@@ -123,6 +126,11 @@ pub fn load_master_key(config: &ServerConfig) -> Result<MasterKey, String> {
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Writes a new file readable by its owner only.
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private(path, bytes)
 }
 
 #[cfg(unix)]
