@@ -59,8 +59,16 @@ async fn upstream(seen: Seen) -> String {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    async fn stream(State(seen): State<Seen>, headers: HeaderMap) -> Response {
+        seen.0.lock().unwrap().push(headers);
+        let event = "id: 7\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n";
+        ([(header::CONTENT_TYPE, "text/event-stream")], event).into_response()
+    }
     let app = Router::new()
-        .route("/mcp", post(handle).delete(|| async { StatusCode::OK }))
+        .route(
+            "/mcp",
+            post(handle).get(stream).delete(|| async { StatusCode::OK }),
+        )
         .with_state(seen);
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
@@ -307,4 +315,99 @@ async fn host_based_routing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404, "an MCP host serves only its server");
+}
+
+/// Every row of docs/gateway-scopes.md over HTTP: allowed with the scope it needs, refused with
+/// the one below it on the ladder.
+#[tokio::test]
+async fn every_scope_table_row_is_enforced() {
+    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
+    let (owner, resource) = t.with_mcp_server().await;
+    let seen = Seen::default();
+    let up = upstream(seen.clone()).await;
+    let admin = t.as_session(&owner);
+    admin
+        .deploy(
+            "demo",
+            &CreateDeploymentRequest {
+                upstream_url: up,
+                headers: Default::default(),
+                timeout_ms: None,
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+    let policy = UpdateServerRequest {
+        tool_policy: Some(ToolPolicy {
+            allow: vec![],
+            deny: vec![],
+            execute: vec!["shell".into()],
+        }),
+        ..Default::default()
+    };
+    admin.update_server_by_slug("demo", &policy).await.unwrap();
+    let none = token(&t, &owner, &resource, "offline_access").await;
+    let read = token(&t, &owner, &resource, "mcp:read").await;
+    let write = token(&t, &owner, &resource, "mcp:write").await;
+    let exec = token(&t, &owner, &resource, "mcp:execute").await;
+    let rows: Vec<(Value, &str)> = vec![
+        (call("initialize", json!({})), "read"),
+        (call("server/discover", json!({})), "read"),
+        (call("ping", json!({})), "read"),
+        (
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            "read",
+        ),
+        (call("tools/list", json!({})), "read"),
+        (call("resources/list", json!({})), "read"),
+        (call("resources/templates/list", json!({})), "read"),
+        (call("prompts/list", json!({})), "read"),
+        (call("resources/read", json!({"uri": "x"})), "read"),
+        (call("resources/subscribe", json!({"uri": "x"})), "read"),
+        (call("resources/unsubscribe", json!({"uri": "x"})), "read"),
+        (call("prompts/get", json!({"name": "x"})), "read"),
+        (call("completion/complete", json!({})), "read"),
+        (call("logging/setLevel", json!({"level": "info"})), "read"),
+        (json!({"jsonrpc": "2.0", "id": 5, "result": {}}), "read"),
+        (call("tools/call", json!({"name": "echo"})), "write"),
+        (call("tools/call", json!({"name": "shell"})), "execute"),
+        (call("something/new", json!({})), "execute"),
+    ];
+    for (message, needed) in rows {
+        let (allowed, below) = match needed {
+            "read" => (&read, &none),
+            "write" => (&write, &read),
+            _ => (&exec, &write),
+        };
+        let (status, _, body) = rpc(&resource, allowed, message.clone()).await;
+        assert_eq!(status, 200, "{message} with mcp:{needed}: {body}");
+        let (status, h, _) = rpc(&resource, below, message.clone()).await;
+        assert_eq!(status, 403, "{message} below mcp:{needed}");
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains(&format!("scope=\"mcp:{needed}\"")),
+            "{message}"
+        );
+    }
+
+    // GET streams go through with Last-Event-ID (resumption) and the session id.
+    seen.0.lock().unwrap().clear();
+    let resp = http()
+        .get(&resource)
+        .bearer_auth(&read)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "6")
+        .header("mcp-session-id", "sess-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("id: 7"));
+    let got = seen.0.lock().unwrap()[0].clone();
+    assert_eq!(got["last-event-id"], "6");
+    assert_eq!(got["mcp-session-id"], "sess-1");
+    assert!(got.get("authorization").is_none());
 }
