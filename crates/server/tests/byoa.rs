@@ -1,5 +1,5 @@
-//! BYOA: tokens from a customer's identity provider, checked against its JWKS served by a test
-//! server — rotation, unknown `kid`, and the forgeries (`alg: none`, HMAC with the public key,
+//! BYOA: tokens from a customer's identity provider (ES256, EdDSA, RS256), checked against its
+//! JWKS served by a test server — rotation, unknown `kid`, and the forgeries (`alg: none`, HMAC with the public key,
 //! algorithm/key-type mismatch), wrong issuer or audience, expiry with leeway.
 
 mod common;
@@ -75,6 +75,38 @@ fn ed_token(pair: &Ed25519KeyPair, kid: &str, body: &Value) -> String {
     )
 }
 
+fn rsa() -> (aws_lc_rs::signature::RsaKeyPair, Value) {
+    let pair =
+        aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public = pair.public_key();
+    let jwk = json!({
+        "kty": "RSA",
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+        "kid": "rs-1",
+        "use": "sig",
+    });
+    (pair, jwk)
+}
+
+/// Signed with RSASSA-PKCS1-v1_5 SHA-256 whatever `alg` the header claims.
+fn rs_token(pair: &aws_lc_rs::signature::RsaKeyPair, kid: &str, alg: &str, body: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": alg, "kid": kid, "typ": "JWT"})),
+        b64(body)
+    );
+    let mut sig = vec![0u8; pair.public_modulus_len()];
+    pair.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
 async fn ping(resource: &str, token: &str) -> u16 {
     http()
         .post(resource)
@@ -100,7 +132,8 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
     let (es, _) = SigningKey::generate("es-1".into()).unwrap();
     let es_jwk = serde_json::to_value(es.jwk()).unwrap();
     let (ed, ed_jwk) = ed25519();
-    *jwks.keys.lock().unwrap() = vec![es_jwk.clone(), ed_jwk];
+    let (rsa, rsa_jwk) = rsa();
+    *jwks.keys.lock().unwrap() = vec![es_jwk.clone(), ed_jwk, rsa_jwk];
     let update = ezforge_proto::UpdateServerRequest {
         auth_mode: Some("byoa".into()),
         byoa_issuer: Some(ISSUER.into()),
@@ -126,6 +159,23 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
     assert_eq!(
         ping(&resource, &ed_token(&ed, "ed-1", &claims(&resource, 300))).await,
         ACCEPTED
+    );
+    assert_eq!(
+        ping(
+            &resource,
+            &rs_token(&rsa, "rs-1", "RS256", &claims(&resource, 300))
+        )
+        .await,
+        ACCEPTED
+    );
+    // The RSA key is pinned to RS256: the same key with another algorithm is refused.
+    assert_eq!(
+        ping(
+            &resource,
+            &rs_token(&rsa, "rs-1", "RS384", &claims(&resource, 300))
+        )
+        .await,
+        REFUSED
     );
     // Expired: refused past the 60 s leeway, accepted within it.
     assert_eq!(
