@@ -76,7 +76,7 @@ impl ByoaVerifier {
             sets: Mutex::new(Default::default()),
             verified: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
+                .time_to_live(Duration::from_secs(60))
                 .build(),
         }
     }
@@ -147,8 +147,24 @@ impl ByoaVerifier {
         {
             set.last_fetch_attempt = now;
         }
-        let keys = self.fetch(jwks_uri).await?;
+        let fetched = self.fetch(jwks_uri).await;
         let mut sets = self.sets.lock().map_err(|_| "poisoned".to_string())?;
+        let keys = match fetched {
+            Ok(keys) => keys,
+            Err(e) => {
+                // Remember the attempt even when nothing was ever fetched, so that a failing
+                // issuer is not hit once per incoming request.
+                sets.entry(jwks_uri.to_string()).or_insert_with(|| {
+                    Arc::new(Mutex::new(KeySet {
+                        keys: Vec::new(),
+                        fetched_at: now,
+                        last_fetch_attempt: now,
+                        refreshing: Default::default(),
+                    }))
+                });
+                return Err(e);
+            }
+        };
         if sets.len() > 10_000 {
             sets.clear();
         }
@@ -177,7 +193,7 @@ impl ByoaVerifier {
         jwks_uri: &str,
         resource: &str,
     ) -> Result<ByoaClaims, String> {
-        let cache_key = secret::hash(&format!("{issuer}\n{resource}\n{token}"));
+        let cache_key = secret::hash(&format!("{issuer}\n{jwks_uri}\n{resource}\n{token}"));
         if let Some(claims) = self.verified.get(&cache_key) {
             if claims.exp + LEEWAY_SECS as i64 > self.clock.now() {
                 return Ok((*claims).clone());
@@ -214,12 +230,13 @@ impl ByoaVerifier {
             (_, Some(Value::String(s))) => s.clone(),
             _ => String::new(),
         };
+        let sub = c
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("the token names no subject (sub)")?;
         let claims = ByoaClaims {
-            sub: c
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            sub: sub.to_string(),
             client_id: c
                 .get("client_id")
                 .or_else(|| c.get("azp"))

@@ -60,8 +60,34 @@ fn error(id: &Value, code: i64, message: &str) -> Response {
         .into_response()
 }
 
-/// The demo MCP server: one JSON-RPC message per POST, JSON answers.
-async fn mcp(headers: HeaderMap, body: String) -> Response {
+/// The demo MCP server: one JSON-RPC message per POST, JSON answers. It answers only what
+/// comes through the gateway: the identity JWT must be ezForge's, for the demo server — the
+/// check every upstream should make before trusting the `X-Ezforge-*` headers.
+async fn mcp(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let identity = headers
+        .get("x-ezforge-identity")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| {
+            state
+                .oauth
+                .verify_identity_token(t, &state.oauth.resource_uri(DEMO_SLUG))
+                .ok()
+        });
+    let Some(identity) = identity else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            error(
+                &Value::Null,
+                -32001,
+                "call this server through ezForge's gateway",
+            ),
+        )
+            .into_response();
+    };
     let Ok(msg) = serde_json::from_str::<Value>(&body) else {
         return error(&Value::Null, -32700, "parse error");
     };
@@ -94,8 +120,8 @@ async fn mcp(headers: HeaderMap, body: String) -> Response {
             },
             Some("increment") => text(&id, format!("{}", COUNTER.fetch_add(1, Ordering::SeqCst) + 1)),
             Some("whoami") => {
-                let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-                text(&id, format!("subject {} via client {} with scopes {}", h("x-ezforge-subject"), h("x-ezforge-client-id"), h("x-ezforge-scopes")))
+                let c = |name: &str| identity[name].as_str().unwrap_or("-").to_string();
+                text(&id, format!("subject {} via client {} with scopes {}", c("sub"), c("client_id"), c("scope")))
             }
             _ => error(&id, -32602, "unknown tool"),
         },

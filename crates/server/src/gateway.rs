@@ -163,23 +163,41 @@ pub async fn endpoint(
                 );
             }
         };
-        match check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
-            Ok(parsed) => Some((bytes, parsed)),
+        let parsed = match check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
+            Ok(parsed) => parsed,
             Err(resp) => return *resp,
+        };
+        if let Err(resp) = check_mcp_headers(&headers, &parsed) {
+            return *resp;
         }
+        // Forward what was checked, re-serialized: the upstream cannot read the bytes any
+        // other way than the gateway did.
+        let bytes = Bytes::from(serde_json::to_vec(&parsed).unwrap_or_default());
+        Some((bytes, parsed))
     } else {
+        // GET streams and DELETE are part of a conversation that needs at least mcp:read.
+        if !mcp_scope::satisfies(&claims.scope, ezforge_core::oauth::scope::MCP_READ) {
+            return insufficient(
+                &state,
+                &slug,
+                Value::Null,
+                ezforge_core::oauth::scope::MCP_READ,
+            );
+        }
         None
     };
-    // A lone `tools/list`: its answer is cut down to the tools this token may call.
-    let filter = payload.as_ref().and_then(|(_, v)| {
-        (v.get("method").and_then(Value::as_str) == Some("tools/list"))
-            .then(|| v.get("id").cloned())
-            .flatten()
-            .map(|id| ToolsFilter {
-                id,
-                policy: server.tool_policy.clone(),
-                granted: claims.scope.clone(),
-            })
+    // Answers that list tools are cut down to the tools this token may call: for any request
+    // that asks for tools/list (batches included), and for GET streams, which may replay one.
+    let asks_tools = match payload.as_ref().map(|(_, v)| v) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|m| m.get("method").and_then(Value::as_str) == Some("tools/list")),
+        Some(v) => v.get("method").and_then(Value::as_str) == Some("tools/list"),
+        None => method == Method::GET,
+    };
+    let filter = asks_tools.then(|| ToolsFilter {
+        policy: server.tool_policy.clone(),
+        granted: claims.scope.clone(),
     });
     let out = Outgoing {
         method,
@@ -189,6 +207,67 @@ pub async fn endpoint(
         token,
     };
     forward(&state, deployment, &claims, out).await
+}
+
+fn insufficient(state: &AppState, slug: &str, id: Value, needed: &str) -> Response {
+    let metadata = state.oauth.resource_metadata_url(slug);
+    let value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{needed}\", resource_metadata=\"{metadata}\""
+    );
+    let mut resp = rpc_error(
+        StatusCode::FORBIDDEN,
+        id,
+        -32001,
+        &format!("insufficient scope: this request needs `{needed}`"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// MCP 2026-07-28's `Mcp-Method` and `Mcp-Name` headers must say what the body says, or an
+/// upstream that routes by them would run something the scope check never saw.
+fn check_mcp_headers(headers: &HeaderMap, parsed: &Value) -> Result<(), Box<Response>> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mismatch = |what: &str| {
+        Box::new(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32600,
+            &format!("the {what} header does not match the body"),
+        ))
+    };
+    if let Some(m) = header("mcp-method")
+        && parsed.get("method").and_then(Value::as_str) != Some(m)
+    {
+        return Err(mismatch("Mcp-Method"));
+    }
+    if let Some(n) = header("mcp-name")
+        && parsed
+            .pointer("/params/name")
+            .or_else(|| parsed.pointer("/params/uri"))
+            .and_then(Value::as_str)
+            != Some(n)
+    {
+        return Err(mismatch("Mcp-Name"));
+    }
+    Ok(())
+}
+
+/// JSON-RPC member names that differ only in case from the real ones (`Method`, `NAME`): some
+/// JSON decoders match keys case-insensitively, so the upstream could act on a different method
+/// or tool than the one checked here.
+fn has_ambiguous_keys(message: &Value) -> bool {
+    const FIELDS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+    const PARAMS: [&str; 3] = ["name", "arguments", "uri"];
+    let odd = |v: &Value, names: &[&str]| {
+        v.as_object().is_some_and(|o| {
+            o.keys()
+                .any(|k| names.iter().any(|n| k.eq_ignore_ascii_case(n) && k != n))
+        })
+    };
+    odd(message, &FIELDS) || message.get("params").is_some_and(|p| odd(p, &PARAMS))
 }
 
 /// Every message of a POST (batches included) must be allowed by the tool policy and reachable
@@ -226,6 +305,14 @@ fn check_scopes(
         Value::Null
     };
     for message in messages {
+        if has_ambiguous_keys(message) {
+            return Err(Box::new(rpc_error(
+                StatusCode::BAD_REQUEST,
+                single_id,
+                -32600,
+                "invalid request: member names must be exactly the JSON-RPC and MCP ones",
+            )));
+        }
         match mcp_scope::needs(message, policy) {
             Needs::Denied(reason) => {
                 return Err(Box::new(rpc_error(
@@ -274,22 +361,31 @@ const FORWARDED_RESPONSE_HEADERS: [&str; 5] = [
 /// Which answer to filter, and by what.
 #[derive(Clone)]
 struct ToolsFilter {
-    id: Value,
     policy: ezforge_proto::ToolPolicy,
     granted: String,
 }
 
 impl ToolsFilter {
-    /// Filters `message` if it is the answer to our `tools/list`; `None` if it is not.
+    /// Filters every message (or batch item) whose result lists tools, whatever its id;
+    /// `None` when there is nothing to filter.
     fn apply(&self, message: &Value) -> Option<Value> {
-        if message.get("id") != Some(&self.id) {
-            return None;
+        let lists_tools = |m: &Value| m.pointer("/result/tools").is_some_and(Value::is_array);
+        match message {
+            Value::Array(items) if items.iter().any(lists_tools) => Some(Value::Array(
+                items
+                    .iter()
+                    .map(|m| self.apply(m).unwrap_or_else(|| m.clone()))
+                    .collect(),
+            )),
+            m if lists_tools(m) => {
+                let mut out = m.clone();
+                if let Some(result) = out.get_mut("result") {
+                    mcp_scope::filter_tools_list(result, &self.policy, &self.granted);
+                }
+                Some(out)
+            }
+            _ => None,
         }
-        let mut out = message.clone();
-        if let Some(result) = out.get_mut("result") {
-            mcp_scope::filter_tools_list(result, &self.policy, &self.granted);
-        }
-        Some(out)
     }
 
     /// Rewrites the `data:` lines of an SSE chunk stream, line by line, as they arrive.

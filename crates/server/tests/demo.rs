@@ -103,4 +103,21 @@ async fn the_demo_works_end_to_end() {
             .unwrap()
             .contains(&session.info.user.id)
     );
+    // The demo server answers only the gateway: a direct call has no identity JWT.
+    let direct = http()
+        .post(format!("{}/_demo/mcp", t.url))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "increment"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+    let forged = http()
+        .post(format!("{}/_demo/mcp", t.url))
+        .header("x-ezforge-identity", "a.b.c")
+        .header("x-ezforge-subject", "usr_admin")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
 }

@@ -144,7 +144,10 @@ ezforge_testkit::backend_tests! {
         assert_eq!(got["x-ezforge-scopes"], "mcp:read mcp:write");
         assert!(got["host"].to_str().unwrap().starts_with("127.0.0.1:"), "the upstream's own host");
         let identity = got["x-ezforge-identity"].to_str().unwrap();
-        assert_eq!(identity.split('.').count(), 3);
+        let identity_claims: Value = serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, identity.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(identity_claims["aud"], resource, "bound to this server, not to an upstream URL anyone could deploy to");
+        assert_eq!(identity_claims["upstream"], up);
+        assert!(t.server.oauth.verify_identity_token(identity, &resource).is_ok());
 
         // SSE answers stream through.
         let (status, h, body) = rpc(&resource, &write, call("tools/call", json!({"name": "echo"}))).await;
@@ -392,6 +395,36 @@ async fn every_scope_table_row_is_enforced() {
             "{message}"
         );
     }
+
+    // Names that differ only in case are refused: a case-insensitive decoder upstream could
+    // otherwise run `tools/call` while the gateway checked `ping`.
+    let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "Method": "tools/call", "params": {"name": "echo", "Name": "shell"}});
+    assert_eq!(rpc(&resource, &read, sneaky).await.0, 400);
+    let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "NAME": "shell"}});
+    assert_eq!(rpc(&resource, &write, sneaky).await.0, 400);
+    // Mcp-Method must say what the body says.
+    let resp = http()
+        .post(&resource)
+        .bearer_auth(&exec)
+        .header("mcp-method", "ping")
+        .json(&call("tools/call", json!({"name": "echo"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // A batch's tools/list answers are filtered too.
+    let batch = json!([call("tools/list", json!({}))]);
+    let (status, _, body) = rpc(&resource, &write, batch).await;
+    assert_eq!(status, 200, "{body}");
+    // GET and DELETE need at least mcp:read.
+    let resp = http()
+        .get(&resource)
+        .bearer_auth(&none)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
 
     // GET streams go through with Last-Event-ID (resumption) and the session id.
     seen.0.lock().unwrap().clear();

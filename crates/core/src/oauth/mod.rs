@@ -193,6 +193,15 @@ impl OAuth {
     /// The slug a request's `Host` names under the MCP domain, if any.
     pub fn slug_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
         let domain = self.settings.mcp_domain.as_deref()?;
+        // A domain configured without a port matches the host on any port.
+        let host = match host.rsplit_once(':') {
+            Some((name, port))
+                if !domain.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
+            _ => host,
+        };
         let slug = host.strip_suffix(domain)?.strip_suffix('.')?;
         (!slug.is_empty() && !slug.contains(['.', ':'])).then_some(slug)
     }

@@ -387,22 +387,23 @@ fn check_grant(grant: GrantRow, client: &ClientRow) -> Result<GrantRow, OAuthErr
 }
 
 impl OAuth {
-    /// A 60-second JWT telling an upstream who is calling through the gateway: `aud` is the
-    /// upstream's URL, so it cannot be replayed against another upstream; `typ` keeps it from
-    /// passing as an access token anywhere.
+    /// A 60-second JWT telling an upstream who is calling through the gateway. `aud` is the
+    /// server's resource URI — not the upstream URL, which another project could deploy to as
+    /// well — and `upstream` names where it was sent; `typ` keeps it from passing as an access
+    /// token anywhere.
     pub fn mint_identity_token(
         &self,
-        audience: &str,
+        upstream: &str,
         claims: &AccessClaims,
     ) -> Result<String, OAuthError> {
         let now = self.now();
         let body = serde_json::json!({
             "iss": self.issuer(),
-            "aud": audience,
+            "aud": claims.aud,
+            "upstream": upstream,
             "sub": claims.sub,
             "client_id": claims.client_id,
             "scope": claims.scope,
-            "resource": claims.aud,
             "jti": ids::new_id("id"),
             "iat": now,
             "exp": now + 60,
@@ -410,5 +411,27 @@ impl OAuth {
         self.current_key()?
             .sign("ezforge-identity+jwt", &body)
             .map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    /// Checks an identity JWT minted by this instance for `resource` (used by the built-in demo
+    /// server; upstreams do the same with the JWKS).
+    pub fn verify_identity_token(
+        &self,
+        token: &str,
+        resource: &str,
+    ) -> Result<serde_json::Value, OAuthError> {
+        let invalid = |m: &str| OAuthError::InvalidGrant(m.to_string());
+        let v = crate::jwt::verify(token, |kid| self.find_jwk(kid))
+            .map_err(|e| invalid(&e.to_string()))?;
+        if v.header.get("typ").and_then(|t| t.as_str()) != Some("ezforge-identity+jwt") {
+            return Err(invalid("not an identity token"));
+        }
+        if v.claims["iss"] != self.issuer() || v.claims["aud"] != resource {
+            return Err(invalid("wrong issuer or audience"));
+        }
+        if v.claims["exp"].as_i64().is_none_or(|e| e <= self.now()) {
+            return Err(invalid("expired"));
+        }
+        Ok(v.claims)
     }
 }
