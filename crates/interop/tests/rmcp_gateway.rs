@@ -14,18 +14,18 @@
 //!
 //! rmcp is used unmodified, through its public API only.
 
+mod common;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Browser, EMAIL, PASSWORD, claims};
 use ezforge_client::{Auth, Client};
 use ezforge_proto::{CreateDeploymentRequest, CreateServerRequest, SignupRequest};
 use ezforge_server::{RunningServer, ServerConfig};
 use ezforge_testkit::{Backend, TestDb};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -50,10 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
-use url::Url;
 
-const EMAIL: &str = "owner@example.com";
-const PASSWORD: &str = "correct horse battery staple";
 /// Where the browser is sent back to; nothing listens there.
 const REDIRECT: &str = "http://127.0.0.1:33419/callback";
 /// What the upstream calls itself in its `initialize` answer.
@@ -454,168 +451,6 @@ impl Ezforge {
 // ---------------------------------------------------------------------------------------------
 // An access token for `/mcp/demo`: rmcp's OAuth client, and a person at a browser who signs in
 // and allows (the same walk as rmcp_oauth.rs).
-
-struct Browser {
-    http: reqwest::Client,
-    /// (name, value, path)
-    jar: Vec<(String, String, String)>,
-}
-
-enum Step {
-    Get(Url),
-    Post(Url, Vec<(String, String)>),
-}
-
-impl Browser {
-    fn new() -> Browser {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("HTTP client"),
-            jar: Vec::new(),
-        }
-    }
-
-    fn cookies_for(&self, url: &Url) -> Option<String> {
-        let cookies: Vec<String> = self
-            .jar
-            .iter()
-            .filter(|(_, _, path)| url.path().starts_with(path.as_str()))
-            .map(|(name, value, _)| format!("{name}={value}"))
-            .collect();
-        (!cookies.is_empty()).then(|| cookies.join("; "))
-    }
-
-    fn keep_cookies(&mut self, resp: &reqwest::Response) {
-        for header in resp.headers().get_all(SET_COOKIE) {
-            let header = header.to_str().expect("ASCII cookie");
-            let mut parts = header.split(';').map(str::trim);
-            let (name, value) = parts
-                .next()
-                .and_then(|p| p.split_once('='))
-                .expect("name=value");
-            let mut path = "/".to_string();
-            let mut expired = false;
-            for attr in parts {
-                let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
-                if k.eq_ignore_ascii_case("path") {
-                    path = v.to_string();
-                } else if k.eq_ignore_ascii_case("max-age") && v == "0" {
-                    expired = true;
-                }
-            }
-            self.jar.retain(|(n, _, p)| !(n == name && *p == path));
-            if !expired {
-                self.jar.push((name.into(), value.into(), path));
-            }
-        }
-    }
-
-    /// Opens `start` and follows the server, signing in and allowing when asked, until it sends
-    /// the browser to `redirect_uri`; returns that URL.
-    async fn authorize(&mut self, start: &str, redirect_uri: &str) -> String {
-        let mut step = Step::Get(Url::parse(start).expect("authorization URL"));
-        for _ in 0..10 {
-            let (url, req) = match step {
-                Step::Get(url) => (url.clone(), self.http.get(url)),
-                Step::Post(url, form) => (url.clone(), self.http.post(url).form(&form)),
-            };
-            let req = match self.cookies_for(&url) {
-                Some(c) => req.header(COOKIE, c),
-                None => req,
-            };
-            let resp = req.send().await.expect("server answers");
-            self.keep_cookies(&resp);
-            let status = resp.status();
-            if status.is_redirection() {
-                let location = resp.headers()[LOCATION].to_str().expect("ASCII Location");
-                let target = url.join(location).expect("Location is a URL");
-                if target.as_str().starts_with(redirect_uri) {
-                    return target.to_string();
-                }
-                step = Step::Get(target);
-            } else if status.is_success() {
-                let page = resp.text().await.expect("page");
-                let (action, fields) = fill_form(&page);
-                step = Step::Post(url.join(&action).expect("form action"), fields);
-            } else {
-                let page = resp.text().await.unwrap_or_default();
-                panic!("{url} answered {status}: {page}");
-            }
-        }
-        panic!("too many hops");
-    }
-}
-
-/// The attribute text of each `<tag …>` in `html`.
-fn tags<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
-    let open = format!("<{tag} ");
-    let mut out = Vec::new();
-    let mut rest = html;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let end = after.find('>').expect("tag closes");
-        out.push(&after[..end]);
-        rest = &after[end..];
-    }
-    out
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let marker = format!("{name}=\"");
-    let start = tag
-        .match_indices(&marker)
-        .find(|(i, _)| *i == 0 || tag.as_bytes()[i - 1] == b' ')?
-        .0
-        + marker.len();
-    let end = tag[start..].find('"')? + start;
-    Some(
-        tag[start..end]
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&#x27;", "'")
-            .replace("&amp;", "&"),
-    )
-}
-
-/// The page's one form, filled in as a person would: hidden fields as they are, the email and
-/// password when asked, and the "Allow" button when there is one.
-fn fill_form(page: &str) -> (String, Vec<(String, String)>) {
-    let start = page
-        .find("<form ")
-        .unwrap_or_else(|| panic!("no form in {page}"));
-    let end = page[start..].find("</form>").expect("form closes") + start;
-    let form = &page[start..end];
-    let action = attr(tags(form, "form")[0], "action").expect("form action");
-    let mut fields = Vec::new();
-    for input in tags(form, "input") {
-        let name = attr(input, "name").expect("input name");
-        let value = match (attr(input, "type").as_deref(), name.as_str()) {
-            (Some("hidden"), _) => attr(input, "value").unwrap_or_default(),
-            (_, "email") => EMAIL.into(),
-            (_, "password") => PASSWORD.into(),
-            _ => panic!("unexpected input {input}"),
-        };
-        fields.push((name, value));
-    }
-    for button in tags(form, "button") {
-        if let (Some(name), Some("allow")) =
-            (attr(button, "name"), attr(button, "value").as_deref())
-        {
-            fields.push((name, "allow".into()));
-        }
-    }
-    (action, fields)
-}
-
-/// The payload of a JWT, unverified.
-fn claims(jwt: &str) -> Value {
-    let parts: Vec<&str> = jwt.split('.').collect();
-    assert_eq!(parts.len(), 3, "a JWT: {jwt}");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url")).expect("JSON")
-}
 
 /// An access token for `resource` with `scopes` (rmcp adds `offline_access`), and its claims.
 async fn access_token(resource: &str, scopes: &[&str]) -> (String, Value) {
