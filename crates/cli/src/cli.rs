@@ -82,6 +82,72 @@ pub enum Command {
     /// Instance administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// A server's request log: every gateway request with its decision, status and latency.
+    /// Needs `logs:read`.
+    ///
+    /// Examples: ezforge logs my-server --since 1h --decision denied;
+    /// ezforge logs my-server --follow
+    Logs(LogsArgs),
+    /// A server's requests, errors, denials and latency percentiles, with a chart. Needs
+    /// `metrics:read`.
+    Metrics {
+        /// Server slug or id.
+        server: String,
+        /// 15m, 1h, 6h, 24h, 7d or 30d.
+        #[arg(long, default_value = "1h")]
+        window: String,
+    },
+    /// A project's usage per day and month, and its quota. Needs `billing:read`.
+    Usage {
+        /// Project name or id [default: your only project].
+        #[arg(long)]
+        project: Option<String>,
+        /// First day, YYYY-MM-DD [default: 29 days before --to].
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD [default: today, UTC].
+        #[arg(long)]
+        to: Option<String>,
+        /// live or test [default: both; an API key sees its own].
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+    },
+    /// A project's audit log: who changed what, newest first. Needs `logs:read`.
+    Audit {
+        /// Project name or id [default: your only project].
+        #[arg(long)]
+        project: Option<String>,
+        /// Only actions starting with this, e.g. api_key. or server.update.
+        #[arg(long)]
+        action: Option<String>,
+        /// Entries to show (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Server slug or id.
+    pub server: String,
+    /// Keep printing new records as they come (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// From this time on: a duration before now (15m, 2h, 7d) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only calls of this tool.
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// allowed or denied.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// Only this HTTP status.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// Records to show (1–1000), newest first; ignored with --follow.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +315,15 @@ pub enum ProjectCommand {
     },
     /// List your projects (with an API key: the key's project).
     List,
+    /// Set a project's monthly request quota, or remove it with `none`. Past it the gateway
+    /// answers 429 until the month ends (UTC).
+    #[command(name = "set-quota")]
+    SetQuota {
+        /// Project name or id.
+        project: String,
+        /// Requests per month, or `none`.
+        requests: String,
+    },
     /// Create a scoped API key. Its secret is printed once, on standard output.
     ///
     /// Example: ezforge project create-key my-first-project --name "ci-deploy" --scopes "deployments:write,servers:read"
@@ -430,4 +505,18 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "EZFORGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Store a record of every gateway request (`ezforge logs`). Off, metrics, usage and
+    /// quotas are still counted [default: true].
+    #[arg(long, env = "EZFORGE_REQUEST_LOG", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub request_log: Option<bool>,
+    /// Days request records and per-minute metrics are kept [default: 30].
+    #[arg(long, env = "EZFORGE_REQUEST_LOG_RETENTION_DAYS", value_name = "DAYS")]
+    pub request_log_retention_days: Option<i64>,
+    /// Request records waiting to be written before new ones are dropped (and counted)
+    /// [default: 16384].
+    #[arg(long, env = "EZFORGE_REQUEST_LOG_QUEUE", value_name = "N")]
+    pub request_log_queue: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, env = "EZFORGE_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }

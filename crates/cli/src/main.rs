@@ -53,6 +53,21 @@ fn main() -> ExitCode {
             }
             Command::OauthClients(cmd) => commands::oauth::clients(&ctx, cmd).await,
             Command::Grants(cmd) => commands::oauth::grants(&ctx, cmd).await,
+            Command::Logs(args) => commands::telemetry::logs(&ctx, args).await,
+            Command::Metrics { server, window } => {
+                commands::telemetry::metrics(&ctx, &server, &window).await
+            }
+            Command::Usage {
+                project,
+                from,
+                to,
+                environment,
+            } => commands::telemetry::usage(&ctx, project, from, to, environment).await,
+            Command::Audit {
+                project,
+                action,
+                limit,
+            } => commands::telemetry::audit(&ctx, project, action, limit).await,
         }
     });
     match result {

@@ -37,6 +37,10 @@ struct FileConfig {
     client_documents: Option<bool>,
     client_documents_allow_private: Option<bool>,
     mcp_domain: Option<String>,
+    request_log: Option<bool>,
+    request_log_retention_days: Option<i64>,
+    request_log_queue: Option<usize>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -137,6 +141,25 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
     if let Some(v) = pick!(client_documents_allow_private) {
         o.client_documents_allow_private = v;
     }
+    let r = &mut config.request_log;
+    if let Some(v) = pick!(request_log) {
+        r.enabled = v;
+    }
+    if let Some(v) = positive(
+        "request-log-retention-days",
+        pick!(request_log_retention_days),
+    )? {
+        r.retention_days = v;
+    }
+    if let Some(v) = pick!(request_log_queue) {
+        if v == 0 {
+            return Err(CliError::Usage(
+                "--request-log-queue must be positive".into(),
+            ));
+        }
+        r.queue_capacity = v;
+    }
+    config.metrics_listen = pick!(metrics_listen);
     let log_format = pick!(log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         return Err(CliError::Usage(format!(
@@ -199,6 +222,9 @@ pub async fn run(args: &ServeArgs) -> CliResult {
             demo.password.as_deref().unwrap_or("(set on an earlier run; delete the data directory to start over)"),
             demo.email,
         ));
+    }
+    if let Some(addr) = server.metrics_addr {
+        banner.push_str(&format!("  metrics:  http://{addr}/metrics (Prometheus)\n"));
     }
     banner.push_str("  stop with Ctrl-C\n");
     {

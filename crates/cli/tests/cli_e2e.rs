@@ -610,3 +610,109 @@ async fn deploy_list_and_roll_back() {
         2,
     );
 }
+
+#[tokio::test]
+async fn logs_metrics_usage_audit_and_quota_commands() {
+    let db = TestDb::sqlite();
+    let s = serve(&db, &[]);
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    let run = |args: &[&str]| ok(&ez(c, &s.url, args, None, &[]));
+    ok(&ez(
+        c,
+        &s.url,
+        &["auth", "signup", "--email", "dev@example.com"],
+        Some(PASSWORD),
+        &[],
+    ));
+    run(&["project", "create", "p1"]);
+    run(&["servers", "create", "demo", "--project", "p1"]);
+    run(&[
+        "deploy",
+        "demo",
+        "--upstream",
+        "http://127.0.0.1:9/mcp",
+        "--force",
+    ]);
+
+    // Follow first, then make a request: the follower prints it.
+    let mut follower = Command::new(BIN)
+        .args(["logs", "demo", "--follow", "--json"])
+        .env("EZFORGE_CONFIG_DIR", c)
+        .env("EZFORGE_API_URL", &s.url)
+        .env_remove("EZFORGE_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/mcp/demo", s.url))
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let mut line = String::new();
+    let mut out = BufReader::new(follower.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let followed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(followed["reason"], "no_token", "{line}");
+    assert_eq!(followed["status"], 401);
+
+    let page: serde_json::Value =
+        serde_json::from_str(&run(&["logs", "demo", "--json", "--decision", "denied"])).unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 1, "{page}");
+    let text = run(&["logs", "demo", "--since", "1h"]);
+    assert!(
+        text.contains("denied:no_token") && text.contains("401"),
+        "{text}"
+    );
+    let bad = fails(
+        &ez(c, &s.url, &["logs", "demo", "--since", "soon"], None, &[]),
+        2,
+    );
+    assert!(bad.contains("since"), "{bad}");
+
+    let metrics: serde_json::Value =
+        serde_json::from_str(&run(&["metrics", "demo", "--window", "15m", "--json"])).unwrap();
+    assert_eq!(metrics["totals"]["requests"], 1, "{metrics}");
+    assert_eq!(metrics["totals"]["denials"], 1);
+    let chart = run(&["metrics", "demo"]);
+    assert!(chart.contains("requests") && chart.contains('█'), "{chart}");
+
+    run(&["project", "set-quota", "p1", "1000"]);
+    let usage = run(&["usage"]);
+    assert!(usage.contains("Quota: 0 of 1000"), "{usage}");
+    let usage: serde_json::Value = serde_json::from_str(&run(&["usage", "--json"])).unwrap();
+    assert_eq!(usage["quota"]["monthly_requests"], 1000);
+    fails(
+        &ez(
+            c,
+            &s.url,
+            &["project", "set-quota", "p1", "lots"],
+            None,
+            &[],
+        ),
+        2,
+    );
+
+    let audit: serde_json::Value = serde_json::from_str(&run(&["audit", "--json"])).unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "project.quota",
+            "deployment.create",
+            "server.create",
+            "project.create"
+        ]
+    );
+}

@@ -470,6 +470,76 @@ impl Client {
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 
+    // ---- telemetry ----
+
+    /// One page of a server's request log; `params` are the query pairs (`since`, `tool`, …).
+    pub async fn server_logs(
+        &self,
+        server: &str,
+        params: &[(&str, Option<String>)],
+    ) -> Result<RequestLogPage> {
+        let path = format!("/v1/servers/{}/logs{}", seg(server), query(params));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// The log followed: a `text/event-stream` response to read events from.
+    pub async fn follow_server_logs(
+        &self,
+        server: &str,
+        params: &[(&str, Option<String>)],
+    ) -> Result<reqwest::Response> {
+        let mut params = params.to_vec();
+        params.push(("follow", Some("true".into())));
+        let path = format!("/v1/servers/{}/logs{}", seg(server), query(&params));
+        let resp = self.send(Method::GET, &path, None::<&()>).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(error_of(resp).await)
+        }
+    }
+
+    pub async fn server_metrics(
+        &self,
+        server: &str,
+        window: Option<&str>,
+    ) -> Result<ServerMetrics> {
+        let path = format!(
+            "/v1/servers/{}/metrics{}",
+            seg(server),
+            query(&[("window", window.map(String::from))])
+        );
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn project_usage(
+        &self,
+        project: &str,
+        params: &[(&str, Option<String>)],
+    ) -> Result<ProjectUsage> {
+        let path = format!("/v1/projects/{}/usage{}", seg(project), query(params));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn set_quota(&self, project: &str, monthly_requests: Option<u64>) -> Result<Quota> {
+        let req = SetQuotaRequest { monthly_requests };
+        self.call(
+            Method::PUT,
+            &format!("/v1/projects/{}/quota", seg(project)),
+            Some(&req),
+        )
+        .await
+    }
+
+    pub async fn audit(
+        &self,
+        project: &str,
+        params: &[(&str, Option<String>)],
+    ) -> Result<AuditPage> {
+        let path = format!("/v1/projects/{}/audit{}", seg(project), query(params));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     pub async fn signing_keys(&self) -> Result<SigningKeyList> {
         self.call(Method::GET, "/v1/admin/signing-keys", None::<&()>)
             .await
@@ -478,6 +548,19 @@ impl Client {
     pub async fn rotate_signing_key(&self) -> Result<SigningKeyList> {
         self.call(Method::POST, "/v1/admin/signing-keys/rotate", None::<&()>)
             .await
+    }
+}
+
+/// `?k=v&…` of the pairs that have a value, percent-encoded; empty when none has.
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
     }
 }
 

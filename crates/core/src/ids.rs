@@ -16,6 +16,27 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", random_base62(20))
 }
 
+/// An identifier that sorts (as text, in any collation) in the order this process made it:
+/// 16 hex digits of a strictly increasing microsecond count, then 8 random characters. Logs
+/// order by time and then by id, so entries made within one clock tick keep their order.
+pub fn ordered_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    let seq = loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(p) => prev = p,
+        }
+    };
+    format!("{prefix}_{seq:016x}{}", random_base62(8))
+}
+
 pub fn user_id() -> String {
     new_id("usr")
 }

@@ -2,6 +2,7 @@
 //! servers, and the rules of who may do what. Storage sits behind the [`Store`] trait.
 
 pub mod api_key;
+pub mod audit;
 pub mod byoa;
 pub mod clock;
 pub mod crypto;
@@ -18,10 +19,11 @@ pub mod ratelimit;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use principal::{Principal, Requirement};
 pub use service::{Core, Settings, SignupMode};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, TelemetryStore};

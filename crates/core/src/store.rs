@@ -1,8 +1,10 @@
 //! What the domain needs from storage. `ezforge-store` implements it on SQLite and PostgreSQL;
 //! one test suite (in that crate) runs against both.
 
+use crate::audit::{AuditQuery, AuditRow};
 use crate::model::*;
 use crate::oauth::model::*;
+use crate::telemetry::{LatencySum, RecordQuery, RequestRow, StatSum, TelemetryBatch, UsageDay};
 use async_trait::async_trait;
 use ezforge_proto::{Environment, Role};
 
@@ -30,7 +32,7 @@ pub enum UserAdmission {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// A short name for logs: "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
 
@@ -181,4 +183,60 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn deployments(&self, server_id: &str) -> StoreResult<Vec<DeploymentRow>>;
     async fn deployment(&self, id: &str) -> StoreResult<Option<DeploymentRow>>;
+}
+
+/// The request log, its roll-ups (metrics and usage), quotas and the audit log.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync + 'static {
+    /// Stores the records and adds the roll-ups, in one transaction.
+    async fn write_telemetry(&self, batch: &TelemetryBatch) -> StoreResult<()>;
+    async fn request_records(&self, query: &RecordQuery) -> StoreResult<Vec<RequestRow>>;
+    /// Records of a server at or after `since_ms`, oldest first (for following the log).
+    async fn request_records_since(
+        &self,
+        server_id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RequestRow>>;
+    /// Deletes records and per-minute metrics older than `before_ms`; returns records deleted.
+    async fn purge_telemetry(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Per-minute metrics of a server in [from_minute, to_minute), summed per step and tool.
+    async fn stat_sums(
+        &self,
+        server_id: &str,
+        from_minute: i64,
+        to_minute: i64,
+        step_minutes: i64,
+    ) -> StoreResult<Vec<StatSum>>;
+    async fn latency_sums(
+        &self,
+        server_id: &str,
+        from_minute: i64,
+        to_minute: i64,
+        step_minutes: i64,
+    ) -> StoreResult<Vec<LatencySum>>;
+    /// Usage per day in [from_day, to_day] (`YYYY-MM-DD`), oldest first, with distinct clients
+    /// and users; of one environment, or of both when `None`.
+    async fn usage_days(
+        &self,
+        project_id: &str,
+        environment: Option<Environment>,
+        from_day: &str,
+        to_day: &str,
+    ) -> StoreResult<Vec<UsageDay>>;
+    /// Distinct (clients, users) over [from_day, to_day].
+    async fn distinct_actors(
+        &self,
+        project_id: &str,
+        environment: Option<Environment>,
+        from_day: &str,
+        to_day: &str,
+    ) -> StoreResult<(i64, i64)>;
+    /// Forwarded requests in a month (`YYYY-MM`).
+    async fn month_requests(&self, project_id: &str, month: &str) -> StoreResult<i64>;
+    async fn project_quota(&self, project_id: &str) -> StoreResult<Option<i64>>;
+    async fn set_project_quota(&self, project_id: &str, monthly: Option<i64>) -> StoreResult<()>;
+
+    async fn insert_audit(&self, entry: &AuditRow) -> StoreResult<()>;
+    async fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
 }

@@ -3,8 +3,10 @@
 
 pub mod error;
 pub mod scope;
+pub mod telemetry;
 pub mod types;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
 pub use scope::{Environment, Scope, UnknownScope};
+pub use telemetry::*;
 pub use types::*;

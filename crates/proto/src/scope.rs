@@ -135,7 +135,20 @@ impl FromStr for Scope {
 }
 
 /// Where a key or a resource lives. Production keys are `ezf_live_…`, test keys `ezf_test_…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     #[default]

@@ -52,6 +52,11 @@ pub struct RunningServer {
     pub oauth: Arc<OAuth>,
     /// With `--demo`: the demo user's credentials and the MCP URL.
     pub demo: Option<crate::demo::DemoInfo>,
+    /// The request log, flushed on shutdown.
+    pub requests: Arc<ezforge_core::telemetry::RequestLog>,
+    /// Where Prometheus metrics are served, if configured.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -62,9 +67,17 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.task
+        let served = self
+            .task
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Requests in flight have finished: write their records (and quota counts) before
+        // the process ends.
+        self.requests.flush().await;
+        if let Some(t) = self.metrics_task.take() {
+            t.abort();
+        }
+        served
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -135,7 +148,7 @@ pub async fn start_with_clock(
         }),
         clock.clone(),
     ));
-    let mut oauth = OAuth::new(store, clock, oauth_settings, master)
+    let mut oauth = OAuth::new(store.clone(), clock, oauth_settings, master)
         .await
         .map_err(|e| {
             StartError::OAuth(match e {
@@ -156,7 +169,15 @@ pub async fn start_with_clock(
         trust_proxy_headers: config.trust_proxy_headers,
         session_ttl_secs: config.core.session_ttl_secs,
     };
+    let quotas = Arc::new(ezforge_core::telemetry::Quotas::new(store.clone()));
+    let requests = ezforge_core::telemetry::RequestLog::start(
+        store.clone(),
+        quotas.clone(),
+        config.request_log.clone(),
+    );
     let state = AppState {
+        requests: requests.clone(),
+        quotas,
         core: core.clone(),
         oauth: oauth.clone(),
         master: master_for_state,
@@ -184,7 +205,19 @@ pub async fn start_with_clock(
     }
     let app = with_host_routing(app, oauth.clone());
 
-    spawn_housekeeping(core.clone(), oauth.clone());
+    spawn_housekeeping(
+        core.clone(),
+        oauth.clone(),
+        config.request_log.retention_days,
+    );
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => Some(
+            crate::prometheus::serve(addr, requests.clone())
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(
@@ -203,6 +236,9 @@ pub async fn start_with_clock(
         core,
         oauth,
         demo,
+        requests,
+        metrics_addr: metrics_task.as_ref().map(|(a, _)| *a),
+        metrics_task: metrics_task.map(|(_, t)| t),
         shutdown: Some(tx),
         task,
     })
@@ -279,8 +315,9 @@ fn normalize_origin(url: &str) -> Option<String> {
 }
 
 /// Every minute: reload signing keys (another node may have rotated), drop unused client
-/// registrations and unpublish keys no token needs; every hour, purge long-expired sessions.
-fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>) {
+/// registrations and unpublish keys no token needs; every hour, purge long-expired sessions and
+/// request records (and per-minute metrics) older than the retention period.
+fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>, retention_days: i64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         let mut minutes = 0u64;
@@ -290,6 +327,12 @@ fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>) {
                 tracing::warn!(error = %e, "authorization server housekeeping failed");
             }
             if minutes.is_multiple_of(60) {
+                let before = core.now_ms() - retention_days.max(1) * 86_400_000;
+                match core.store().purge_telemetry(before).await {
+                    Ok(n) if n > 0 => tracing::info!(records = n, "purged old request records"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "request log purge failed"),
+                }
                 match core.purge_expired_sessions().await {
                     Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired sessions"),
                     Ok(_) => {}

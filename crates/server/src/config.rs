@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// data directory (mode 0600). Several nodes must share one.
     pub master_key: Option<MasterKey>,
     pub oauth: OAuthConfig,
+    /// The request log: on or off, queue size, retention.
+    pub request_log: ezforge_core::telemetry::RequestLogSettings,
+    /// Serve Prometheus metrics on this address (`/metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Authorization server lifetimes (seconds) and limits; defaults are the documentation's.
@@ -82,6 +86,8 @@ impl ServerConfig {
             mcp_domain: None,
             demo: false,
             oauth: OAuthConfig::default(),
+            request_log: Default::default(),
+            metrics_listen: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod oauth;
 pub mod openapi;
 pub mod pages;
+pub mod prometheus;
 pub mod routes;
 pub mod upstream;
 

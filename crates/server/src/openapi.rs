@@ -19,6 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "servers", description = "MCP servers"),
         (name = "deployments", description = "Deploys and rollbacks"),
         (name = "oauth", description = "OAuth clients, grants and signing keys"),
+        (name = "telemetry", description = "Request logs, metrics, usage, quotas and the audit log"),
     )
 )]
 pub struct ApiDoc;

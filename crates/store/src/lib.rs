@@ -6,6 +6,7 @@ mod oauth_rows;
 mod oauth_sql;
 mod rows;
 mod sql;
+mod telemetry_sql;
 
 pub use sql::SqlStore;
 

@@ -4,3 +4,4 @@ pub mod deploy;
 pub mod oauth;
 pub mod project;
 pub mod servers;
+pub mod telemetry;

@@ -42,6 +42,9 @@ pub async fn run(ctx: &Ctx, cmd: ProjectCommand) -> CliResult {
                 output::table(&["NAME", "ID", "ROLE", "CREATED"], rows);
             }
         }
+        ProjectCommand::SetQuota { project, requests } => {
+            crate::commands::telemetry::set_quota(ctx, &project, &requests).await?;
+        }
         ProjectCommand::CreateKey {
             project,
             name,

@@ -2,6 +2,7 @@
 //! becomes active at once; a rollback points the server back at an earlier one.
 
 use super::Core;
+use crate::audit::Change;
 use crate::error::CoreError;
 use crate::ids;
 use crate::model::{DeploymentRow, ServerRow};
@@ -77,6 +78,23 @@ impl Core {
             .insert_and_activate_deployment(&deployment)
             .await?;
         tracing::info!(server_id = %server.id, deployment_id = %deployment.id, "deployed");
+        // The upstream's own credentials are sealed and never copied here: only their presence.
+        self.audit(
+            principal,
+            Change {
+                project_id: &server.project_id,
+                action: "deployment.create",
+                target: &deployment.id,
+                environment: Some(server.environment),
+                details: serde_json::json!({
+                    "server_id": server.id,
+                    "upstream_url": deployment.upstream_url,
+                    "timeout_ms": deployment.timeout_ms,
+                    "credentials": deployment.credentials.is_some(),
+                }),
+            },
+        )
+        .await;
         server.active_deployment_id = Some(deployment.id.clone());
         Ok((server, deployment))
     }
@@ -132,6 +150,20 @@ impl Core {
             return Err(CoreError::NotFound("deployment"));
         }
         tracing::info!(server_id = %server.id, deployment_id = %target.id, "rolled back");
+        self.audit(
+            principal,
+            Change {
+                project_id: &server.project_id,
+                action: "deployment.rollback",
+                target: &target.id,
+                environment: Some(server.environment),
+                details: serde_json::json!({
+                    "server_id": server.id,
+                    "from": server.active_deployment_id,
+                }),
+            },
+        )
+        .await;
         server.active_deployment_id = Some(target.id.clone());
         Ok((server, target))
     }

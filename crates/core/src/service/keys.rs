@@ -2,6 +2,7 @@
 
 use super::Core;
 use super::access::Need;
+use crate::audit::Change;
 use crate::error::CoreError;
 use crate::model::ApiKeyRow;
 use crate::principal::Principal;
@@ -57,6 +58,21 @@ impl Core {
         };
         self.store.insert_api_key(&row).await?;
         tracing::info!(key_id = %row.id, project_id = %row.project_id, "API key created");
+        self.audit(
+            principal,
+            Change {
+                project_id: &row.project_id,
+                action: "api_key.create",
+                target: &row.id,
+                environment: Some(row.environment),
+                details: serde_json::json!({
+                    "name": row.name,
+                    "scopes": row.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "expires_at": row.expires_at,
+                }),
+            },
+        )
+        .await;
         Ok((row, secret))
     }
 
@@ -87,6 +103,17 @@ impl Core {
             .ok_or(CoreError::NotFound("API key"))?;
         self.forget_key(&key.secret_hash);
         tracing::info!(key_id = %key.id, project_id = %project.id, "API key revoked");
+        self.audit(
+            principal,
+            Change {
+                project_id: &project.id,
+                action: "api_key.revoke",
+                target: &key.id,
+                environment: Some(key.environment),
+                details: serde_json::json!({ "name": key.name }),
+            },
+        )
+        .await;
         Ok(key)
     }
 }

@@ -7,8 +7,10 @@ pub mod deployments;
 pub mod keys;
 mod projects;
 mod servers;
+mod telemetry;
 
 pub use auth::NewSession;
+pub use telemetry::{LogFilter, MetricsWindow};
 
 use crate::clock::Clock;
 use crate::model::ApiKeyRow;
@@ -122,6 +124,10 @@ impl Core {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Drops every cached API key verification (used by benchmarks to measure the cold path).

@@ -2,6 +2,7 @@
 
 use super::Core;
 use super::access::Need;
+use crate::audit::Change;
 use crate::error::CoreError;
 use crate::model::{MemberRow, ProjectRow};
 use crate::principal::Principal;
@@ -42,6 +43,17 @@ impl Core {
                 other => other.into(),
             })?;
         tracing::info!(project_id = %project.id, user_id = %user.id, "project created");
+        self.audit(
+            principal,
+            Change {
+                project_id: &project.id,
+                action: "project.create",
+                target: &project.id,
+                environment: None,
+                details: serde_json::json!({ "name": project.name }),
+            },
+        )
+        .await;
         Ok(project)
     }
 
@@ -118,6 +130,17 @@ impl Core {
                 )),
                 other => other.into(),
             })?;
+        self.audit(
+            principal,
+            Change {
+                project_id: &project.id,
+                action: "member.add",
+                target: &user.id,
+                environment: None,
+                details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
+            },
+        )
+        .await;
         Ok((member, user.email))
     }
 
@@ -154,6 +177,17 @@ impl Core {
         if revoked > 0 {
             tracing::info!(user_id, project_id = %project.id, grants = revoked, "grants revoked with the membership");
         }
+        self.audit(
+            principal,
+            Change {
+                project_id: &project.id,
+                action: "member.remove",
+                target: user_id,
+                environment: None,
+                details: serde_json::json!({ "grants_revoked": revoked }),
+            },
+        )
+        .await;
         Ok(())
     }
 }

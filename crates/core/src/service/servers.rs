@@ -3,6 +3,7 @@
 
 use super::Core;
 use super::access::{Need, check_environment};
+use crate::audit::Change;
 use crate::error::CoreError;
 use crate::model::{AccessPolicy, ServerRow};
 use crate::principal::Principal;
@@ -66,6 +67,17 @@ impl Core {
                 }
                 other => other.into(),
             })?;
+        self.audit(
+            principal,
+            Change {
+                project_id: &server.project_id,
+                action: "server.create",
+                target: &server.id,
+                environment: Some(server.environment),
+                details: serde_json::json!({ "name": server.name, "slug": server.slug }),
+            },
+        )
+        .await;
         Ok(server)
     }
 
@@ -148,6 +160,17 @@ impl Core {
         if policy_changed {
             self.revoke_grants_outside_policy(&server).await?;
         }
+        self.audit(
+            principal,
+            Change {
+                project_id: &server.project_id,
+                action: "server.update",
+                target: &server.id,
+                environment: Some(server.environment),
+                details: serde_json::to_value(update).unwrap_or_default(),
+            },
+        )
+        .await;
         Ok(server)
     }
 
@@ -220,6 +243,17 @@ impl Core {
     ) -> Result<ServerRow, CoreError> {
         let server = self.get_server(principal, project, server).await?;
         self.store.delete_server(&server.id).await?;
+        self.audit(
+            principal,
+            Change {
+                project_id: &server.project_id,
+                action: "server.delete",
+                target: &server.id,
+                environment: Some(server.environment),
+                details: serde_json::json!({ "slug": server.slug }),
+            },
+        )
+        .await;
         Ok(server)
     }
 }

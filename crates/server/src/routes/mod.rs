@@ -6,6 +6,7 @@ pub mod keys;
 pub mod oauth_admin;
 pub mod projects;
 pub mod servers;
+pub mod telemetry;
 
 use crate::config::HttpSettings;
 use crate::error::ApiError;
@@ -35,6 +36,10 @@ pub struct AppState {
     /// Verifies tokens of BYOA servers against their issuers' JWKS.
     pub byoa: Arc<ezforge_core::byoa::ByoaVerifier>,
     pub http: Arc<HttpSettings>,
+    /// The request log's queue (and the gateway's counters).
+    pub requests: Arc<ezforge_core::telemetry::RequestLog>,
+    /// Monthly request quotas, counted per node.
+    pub quotas: Arc<ezforge_core::telemetry::Quotas>,
 }
 
 /// The `/v1` router and its OpenAPI document, built from the same route list.
@@ -75,6 +80,11 @@ pub fn v1(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(oauth_admin::revoke_grant))
         .routes(routes!(oauth_admin::list_signing_keys))
         .routes(routes!(oauth_admin::rotate_signing_key))
+        .routes(routes!(telemetry::server_logs))
+        .routes(routes!(telemetry::server_metrics))
+        .routes(routes!(telemetry::project_usage))
+        .routes(routes!(telemetry::set_quota))
+        .routes(routes!(telemetry::project_audit))
         .split_for_parts();
     let doc = Arc::new(api.clone());
     let router = router

@@ -77,6 +77,17 @@ pub async fn create_client(
         .oauth
         .create_registered_client(&project.id, caller.principal.actor_id(), &metadata)
         .await?;
+    let c = &registered.client;
+    audit(
+        &state,
+        &caller.principal,
+        &project.id,
+        "oauth_client.create",
+        &c.client_id,
+        None,
+        serde_json::json!({ "client_name": c.client_name, "redirect_uris": c.redirect_uris }),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedOAuthClient {
@@ -121,6 +132,16 @@ pub async fn delete_client(
         .project_as_owner(&caller.principal, &project)
         .await?;
     if state.oauth.delete_client(&project.id, &client_id).await? {
+        audit(
+            &state,
+            &caller.principal,
+            &project.id,
+            "oauth_client.delete",
+            &client_id,
+            None,
+            serde_json::json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(CoreError::NotFound("OAuth client").into())
@@ -172,7 +193,36 @@ pub async fn revoke_grant(
         .revoke_grant(&server.id, &grant_id)
         .await?
         .ok_or(CoreError::NotFound("grant"))?;
+    audit(
+        &state,
+        &caller.principal,
+        &server.project_id,
+        "grant.revoke",
+        &grant.id,
+        Some(server.environment),
+        serde_json::json!({ "server_id": server.id, "user_id": grant.user_id, "client_id": grant.client_id }),
+    )
+    .await;
     Ok(Json(grant_api(grant, None)))
+}
+
+async fn audit(
+    state: &AppState,
+    principal: &ezforge_core::Principal,
+    project_id: &str,
+    action: &str,
+    target: &str,
+    environment: Option<ezforge_proto::Environment>,
+    details: serde_json::Value,
+) {
+    let change = ezforge_core::audit::Change {
+        project_id,
+        action,
+        target,
+        environment,
+        details,
+    };
+    state.core.audit(principal, change).await;
 }
 
 fn require_admin(caller: &Caller<need::Session>) -> Result<(), ApiError> {

@@ -48,6 +48,32 @@ impl TestServer {
         }
     }
 
+    /// Stops the server gracefully (its request log flushed) and starts a new one on the same
+    /// database and data directory, as an operator's restart would.
+    pub async fn restart(self) -> TestServer {
+        let TestServer {
+            server, db, _data, ..
+        } = self;
+        server.shutdown().await.expect("graceful shutdown");
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            _data.path().to_path_buf(),
+        );
+        config.database_url = Some(db.url.clone());
+        let clock = ManualClock::new();
+        let server = ezforge_server::app::start_with_clock(config, Arc::new(clock.clone()))
+            .await
+            .expect("server restarts");
+        let url = format!("http://{}", server.addr);
+        TestServer {
+            server,
+            url,
+            clock,
+            db,
+            _data,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }

@@ -2,6 +2,8 @@
 //! RFC 9728 challenge that starts discovery, checks each JSON-RPC message against the token's
 //! scopes and the server's tool policy, and forwards to the active deployment, streaming.
 
+mod record;
+
 use crate::auth::bearer_token;
 use crate::error::ApiError;
 use crate::routes::AppState;
@@ -15,6 +17,8 @@ use ezforge_core::CoreError;
 use ezforge_core::mcp_scope::{self, Needs};
 use ezforge_core::model::DeploymentRow;
 use ezforge_core::oauth::token::AccessClaims;
+use ezforge_core::telemetry::QuotaCheck;
+use record::Seen;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -80,7 +84,8 @@ fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Respons
     (status, Json(body)).into_response()
 }
 
-/// Any method on `/mcp/{slug}`: check the token, check each JSON-RPC message's scope, forward.
+/// Any method on `/mcp/{slug}`: check the token, check each JSON-RPC message's scope, forward;
+/// then record what happened in the request log.
 pub async fn endpoint(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -89,26 +94,71 @@ pub async fn endpoint(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let route = match route(&state, &slug).await {
+    let started = std::time::Instant::now();
+    let http_method = method.as_str().to_string();
+    let mut seen = Seen::default();
+    let req = Incoming {
+        slug: &slug,
+        method,
+        uri,
+        headers: &headers,
+        body,
+    };
+    let resp = handle(&state, req, &mut seen).await;
+    record::finish(
+        &state.requests,
+        &state.core,
+        seen,
+        &http_method,
+        started,
+        resp,
+    )
+}
+
+struct Incoming<'a> {
+    slug: &'a str,
+    method: Method,
+    uri: Uri,
+    headers: &'a HeaderMap,
+    body: Body,
+}
+
+async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Response {
+    let Incoming {
+        slug,
+        method,
+        uri,
+        headers,
+        body,
+    } = req;
+    let route = match route(state, slug).await {
         Ok(Some(route)) => route,
         Ok(None) => return ApiError::NoRoute(format!("/mcp/{slug}")).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let server = &route.server;
+    seen.server = Some((
+        server.project_id.clone(),
+        server.id.clone(),
+        server.environment,
+    ));
     // RFC 6750 §2.3 allows tokens in the query; RFC 9700 and MCP forbid it: it leaks into logs.
     if uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
     {
-        return challenge(&state, &slug, Some("invalid_request"));
+        seen.deny("token_in_query");
+        return challenge(state, slug, Some("invalid_request"));
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return challenge(&state, &slug, None);
+        seen.deny("no_token");
+        return challenge(state, slug, None);
     };
     let Some(token) = value.to_str().ok().and_then(bearer_token) else {
-        return challenge(&state, &slug, Some("invalid_request"));
+        seen.deny("invalid_token");
+        return challenge(state, slug, Some("invalid_request"));
     };
-    let resource = state.oauth.resource_uri(&slug);
+    let resource = state.oauth.resource_uri(slug);
     let claims = match &server.byoa {
         Some(byoa) => match state
             .byoa
@@ -128,7 +178,8 @@ pub async fn endpoint(
             },
             Err(reason) => {
                 tracing::info!(server = %slug, %reason, "BYOA token refused");
-                return challenge(&state, &slug, Some("invalid_token"));
+                seen.deny("invalid_token");
+                return challenge(state, slug, Some("invalid_token"));
             }
         },
         None => match state
@@ -137,12 +188,19 @@ pub async fn endpoint(
             .await
         {
             Ok(claims) => claims,
-            Err(_) => return challenge(&state, &slug, Some("invalid_token")),
+            Err(_) => {
+                seen.deny("invalid_token");
+                return challenge(state, slug, Some("invalid_token"));
+            }
         },
     };
+    seen.subject = Some(claims.sub.clone());
+    seen.client_id = Some(claims.client_id.clone());
+    seen.token_id = Some(record::token_id(&claims.jti, token));
     let deployment = match &route.deployment {
         Some(d) => d,
         None => {
+            seen.deny("no_deployment");
             return rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Value::Null,
@@ -151,10 +209,12 @@ pub async fn endpoint(
             );
         }
     };
+    seen.deployment_id = Some(deployment.id.clone());
     let payload = if method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(_) => {
+                seen.deny("too_large");
                 return rpc_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Value::Null,
@@ -163,11 +223,28 @@ pub async fn endpoint(
                 );
             }
         };
-        let parsed = match check_scopes(&state, &slug, &server.tool_policy, &claims.scope, &bytes) {
-            Ok(parsed) => parsed,
-            Err(resp) => return *resp,
+        seen.bytes_in = bytes.len();
+        let parsed: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                seen.deny("bad_request");
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    -32700,
+                    &format!("parse error: {e}"),
+                );
+            }
         };
-        if let Err(resp) = check_mcp_headers(&headers, &parsed) {
+        seen.message(&parsed);
+        if let Err((reason, resp)) =
+            check_scopes(state, slug, &server.tool_policy, &claims.scope, &parsed)
+        {
+            seen.deny(reason);
+            return *resp;
+        }
+        if let Err(resp) = check_mcp_headers(headers, &parsed) {
+            seen.deny("header_mismatch");
             return *resp;
         }
         // Forward what was checked, re-serialized: the upstream cannot read the bytes any
@@ -177,15 +254,32 @@ pub async fn endpoint(
     } else {
         // GET streams and DELETE are part of a conversation that needs at least mcp:read.
         if !mcp_scope::satisfies(&claims.scope, ezforge_core::oauth::scope::MCP_READ) {
+            seen.deny("insufficient_scope");
             return insufficient(
-                &state,
-                &slug,
+                state,
+                slug,
                 Value::Null,
                 ezforge_core::oauth::scope::MCP_READ,
             );
         }
         None
     };
+    match state
+        .quotas
+        .admit(&server.project_id, state.core.now())
+        .await
+    {
+        Ok(QuotaCheck::Unlimited) => {}
+        Ok(QuotaCheck::Counted) => seen.quota_counted = true,
+        Ok(QuotaCheck::Exceeded {
+            limit,
+            retry_after_secs,
+        }) => {
+            seen.deny("quota_exceeded");
+            return quota_exceeded(limit, retry_after_secs);
+        }
+        Err(e) => return ApiError::from(CoreError::from(e)).into_response(),
+    }
     // Answers that list tools are cut down to the tools this token may call: for any request
     // that asks for tools/list (batches included), and for GET streams, which may replay one.
     let asks_tools = match payload.as_ref().map(|(_, v)| v) {
@@ -201,12 +295,30 @@ pub async fn endpoint(
     });
     let out = Outgoing {
         method,
-        headers: &headers,
+        headers,
         body: payload.map(|(bytes, _)| bytes),
         filter,
         token,
     };
-    forward(&state, deployment, &claims, out).await
+    forward(state, deployment, &claims, out).await
+}
+
+/// 429 for a project past its monthly quota: which quota, and when it resets.
+fn quota_exceeded(limit: i64, retry_after_secs: i64) -> Response {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32029,
+            "message": format!("the project's monthly request quota ({limit} requests) is used up; it resets at the start of next month (UTC)"),
+            "data": {"quota": "monthly_requests", "limit": limit, "retry_after": retry_after_secs}
+        }
+    });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 fn insufficient(state: &AppState, slug: &str, id: Value, needed: &str) -> Response {
@@ -277,26 +389,21 @@ fn check_scopes(
     slug: &str,
     policy: &ezforge_proto::ToolPolicy,
     granted: &str,
-    body: &[u8],
-) -> Result<Value, Box<Response>> {
-    let parsed: Value = serde_json::from_slice(body).map_err(|e| {
-        Box::new(rpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            -32700,
-            &format!("parse error: {e}"),
-        ))
-    })?;
-    let messages: Vec<&Value> = match &parsed {
+    parsed: &Value,
+) -> Result<(), (&'static str, Box<Response>)> {
+    let messages: Vec<&Value> = match parsed {
         Value::Array(items) if !items.is_empty() => items.iter().collect(),
-        Value::Object(_) => vec![&parsed],
+        Value::Object(_) => vec![parsed],
         _ => {
-            return Err(Box::new(rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                -32600,
-                "invalid request: expected a JSON-RPC message or batch",
-            )));
+            return Err((
+                "bad_request",
+                Box::new(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    -32600,
+                    "invalid request: expected a JSON-RPC message or batch",
+                )),
+            ));
         }
     };
     let single_id = if messages.len() == 1 {
@@ -306,21 +413,22 @@ fn check_scopes(
     };
     for message in messages {
         if has_ambiguous_keys(message) {
-            return Err(Box::new(rpc_error(
-                StatusCode::BAD_REQUEST,
-                single_id,
-                -32600,
-                "invalid request: member names must be exactly the JSON-RPC and MCP ones",
-            )));
+            return Err((
+                "bad_request",
+                Box::new(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    single_id,
+                    -32600,
+                    "invalid request: member names must be exactly the JSON-RPC and MCP ones",
+                )),
+            ));
         }
         match mcp_scope::needs(message, policy) {
             Needs::Denied(reason) => {
-                return Err(Box::new(rpc_error(
-                    StatusCode::FORBIDDEN,
-                    single_id,
-                    -32001,
-                    &reason,
-                )));
+                return Err((
+                    "tool_policy",
+                    Box::new(rpc_error(StatusCode::FORBIDDEN, single_id, -32001, &reason)),
+                ));
             }
             Needs::Scope(needed) if !mcp_scope::satisfies(granted, needed) => {
                 let metadata = state.oauth.resource_metadata_url(slug);
@@ -336,12 +444,12 @@ fn check_scopes(
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
-                return Err(Box::new(resp));
+                return Err(("insufficient_scope", Box::new(resp)));
             }
             Needs::Scope(_) => {}
         }
     }
-    Ok(parsed)
+    Ok(())
 }
 
 /// Request headers passed to the upstream; everything else (the client's `Authorization`,

@@ -1,0 +1,556 @@
+//! SQL for the request log, its roll-ups, quotas and the audit log. Queries with optional
+//! filters are assembled from fixed fragments (never from input: every value is bound).
+
+use crate::rows::{backend, bad};
+use crate::sql::SqlStore;
+use async_trait::async_trait;
+use ezforge_core::audit::{AuditQuery, AuditRow};
+use ezforge_core::store::{StoreResult, TelemetryStore};
+use ezforge_core::telemetry::{
+    LatencySum, RecordQuery, RequestRow, StatSum, TelemetryBatch, UsageDay,
+};
+use ezforge_proto::{ActorKind, Environment};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AssertSqlSafe, Row};
+
+/// Rows per multi-row INSERT: 19 values each stays far below both databases' parameter limits.
+const RECORDS_PER_INSERT: usize = 100;
+
+const RECORD_COLS: &str = "id, project_id, server_id, environment, deployment_id, at, http_method, method, tool, decision, reason, status, latency_us, subject, client_id, token_id, bytes_in, bytes_out";
+const RECORD_WIDTH: usize = 18;
+
+/// A value to bind in an assembled query.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// A query assembled from fixed fragments with `$N` placeholders numbered as values are added.
+struct Assembled {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Assembled {
+    fn new(sql: &str) -> Self {
+        Assembled {
+            sql: sql.to_string(),
+            args: Vec::new(),
+        }
+    }
+    /// Appends `fragment`, replacing each `?` with the next placeholder for `args`, in order.
+    fn push(&mut self, fragment: &str, args: Vec<Arg>) {
+        let mut args = args.into_iter();
+        for ch in fragment.chars() {
+            if ch == '?' {
+                if let Some(a) = args.next() {
+                    self.args.push(a);
+                }
+                self.sql.push_str(&format!("${}", self.args.len()));
+            } else {
+                self.sql.push(ch);
+            }
+        }
+    }
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(self.sql));
+        for a in self.args {
+            q = match a {
+                Arg::Int(i) => q.bind(i),
+                Arg::Text(s) => q.bind(s),
+            };
+        }
+        q
+    }
+}
+
+fn record(r: &AnyRow) -> Result<RequestRow, sqlx::Error> {
+    let decision: String = r.try_get("decision")?;
+    let environment: String = r.try_get("environment")?;
+    Ok(RequestRow {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        server_id: r.try_get("server_id")?,
+        environment: environment
+            .parse()
+            .map_err(|_| bad("environment", &environment))?,
+        deployment_id: r.try_get("deployment_id")?,
+        at_ms: r.try_get("at")?,
+        http_method: r.try_get("http_method")?,
+        method: r.try_get("method")?,
+        tool: r.try_get("tool")?,
+        decision: decision.parse().map_err(|_| bad("decision", &decision))?,
+        reason: r.try_get("reason")?,
+        status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
+        latency_us: r.try_get("latency_us")?,
+        subject: r.try_get("subject")?,
+        client_id: r.try_get("client_id")?,
+        token_id: r.try_get("token_id")?,
+        bytes_in: r.try_get("bytes_in")?,
+        bytes_out: r.try_get("bytes_out")?,
+        tool_calls: 0,
+        quota_counted: false,
+    })
+}
+
+fn audit_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
+    let kind: String = r.try_get("actor_kind")?;
+    let environment: Option<String> = r.try_get("environment")?;
+    let details: String = r.try_get("details")?;
+    Ok(AuditRow {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        at_ms: r.try_get("at")?,
+        actor_kind: match kind.as_str() {
+            "user" => ActorKind::User,
+            "api_key" => ActorKind::ApiKey,
+            other => return Err(bad("actor kind", other)),
+        },
+        actor_id: r.try_get("actor_id")?,
+        actor_email: r.try_get("email")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        environment: environment
+            .map(|e| e.parse::<Environment>().map_err(|_| bad("environment", &e)))
+            .transpose()?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn opt(v: &Option<String>) -> Option<&str> {
+    v.as_deref()
+}
+
+#[async_trait]
+impl TelemetryStore for SqlStore {
+    async fn write_telemetry(&self, batch: &TelemetryBatch) -> StoreResult<()> {
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        for chunk in batch.records.chunks(RECORDS_PER_INSERT) {
+            let mut sql = format!("INSERT INTO request_log ({RECORD_COLS}) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..RECORD_WIDTH {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", i * RECORD_WIDTH + c + 1));
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.id.as_str())
+                    .bind(r.project_id.as_str())
+                    .bind(r.server_id.as_str())
+                    .bind(r.environment.as_str())
+                    .bind(opt(&r.deployment_id))
+                    .bind(r.at_ms)
+                    .bind(r.http_method.as_str())
+                    .bind(opt(&r.method))
+                    .bind(opt(&r.tool))
+                    .bind(r.decision.as_str())
+                    .bind(opt(&r.reason))
+                    .bind(i64::from(r.status))
+                    .bind(r.latency_us)
+                    .bind(opt(&r.subject))
+                    .bind(opt(&r.client_id))
+                    .bind(opt(&r.token_id))
+                    .bind(r.bytes_in)
+                    .bind(r.bytes_out);
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
+        }
+        for s in &batch.stats {
+            sqlx::query(
+                "INSERT INTO request_stats (server_id, minute, tool, requests, errors, denials)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (server_id, minute, tool) DO UPDATE SET
+                   requests = request_stats.requests + excluded.requests,
+                   errors = request_stats.errors + excluded.errors,
+                   denials = request_stats.denials + excluded.denials",
+            )
+            .bind(s.server_id.as_str())
+            .bind(s.minute)
+            .bind(s.tool.as_str())
+            .bind(s.requests)
+            .bind(s.errors)
+            .bind(s.denials)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for l in &batch.latency {
+            sqlx::query(
+                "INSERT INTO request_latency (server_id, minute, tool, bucket, count)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (server_id, minute, tool, bucket) DO UPDATE SET
+                   count = request_latency.count + excluded.count",
+            )
+            .bind(l.server_id.as_str())
+            .bind(l.minute)
+            .bind(l.tool.as_str())
+            .bind(l.bucket)
+            .bind(l.count)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for u in &batch.usage {
+            sqlx::query(
+                "INSERT INTO usage_daily (project_id, environment, day, requests, tool_calls)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (project_id, environment, day) DO UPDATE SET
+                   requests = usage_daily.requests + excluded.requests,
+                   tool_calls = usage_daily.tool_calls + excluded.tool_calls",
+            )
+            .bind(u.project_id.as_str())
+            .bind(u.environment.as_str())
+            .bind(u.day.as_str())
+            .bind(u.requests)
+            .bind(u.tool_calls)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for a in &batch.actors {
+            sqlx::query(
+                "INSERT INTO usage_actors (project_id, environment, day, kind, actor)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(a.project_id.as_str())
+            .bind(a.environment.as_str())
+            .bind(a.day.as_str())
+            .bind(a.kind)
+            .bind(a.actor.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn request_records(&self, query: &RecordQuery) -> StoreResult<Vec<RequestRow>> {
+        let mut q = Assembled::new(&format!("SELECT {RECORD_COLS} FROM request_log WHERE "));
+        q.push("server_id = ?", vec![Arg::Text(query.server_id.clone())]);
+        if let Some(since) = query.since_ms {
+            q.push(" AND at >= ?", vec![Arg::Int(since)]);
+        }
+        if let Some(until) = query.until_ms {
+            q.push(" AND at < ?", vec![Arg::Int(until)]);
+        }
+        if let Some(tool) = &query.tool {
+            q.push(" AND tool = ?", vec![Arg::Text(tool.clone())]);
+        }
+        if let Some(decision) = query.decision {
+            q.push(
+                " AND decision = ?",
+                vec![Arg::Text(decision.as_str().into())],
+            );
+        }
+        if let Some(status) = query.status {
+            q.push(" AND status = ?", vec![Arg::Int(i64::from(status))]);
+        }
+        if let Some((at, id)) = &query.before {
+            q.push(
+                " AND (at < ? OR (at = ? AND id < ?))",
+                vec![Arg::Int(*at), Arg::Int(*at), Arg::Text(id.clone())],
+            );
+        }
+        q.push(
+            " ORDER BY at DESC, id DESC LIMIT ?",
+            vec![Arg::Int(i64::from(query.limit))],
+        );
+        let rows = q.query().fetch_all(self.pool()).await.map_err(backend)?;
+        rows.iter().map(|r| record(r).map_err(backend)).collect()
+    }
+
+    async fn request_records_since(
+        &self,
+        server_id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {RECORD_COLS} FROM request_log WHERE server_id = $1 AND at >= $2 ORDER BY at, id LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(server_id)
+            .bind(since_ms)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| record(r).map_err(backend)).collect()
+    }
+
+    async fn purge_telemetry(&self, before_ms: i64) -> StoreResult<u64> {
+        let minute = before_ms.div_euclid(60_000);
+        let deleted = sqlx::query("DELETE FROM request_log WHERE at < $1")
+            .bind(before_ms)
+            .execute(self.pool())
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        for sql in [
+            "DELETE FROM request_stats WHERE minute < $1",
+            "DELETE FROM request_latency WHERE minute < $1",
+        ] {
+            sqlx::query(sql)
+                .bind(minute)
+                .execute(self.pool())
+                .await
+                .map_err(backend)?;
+        }
+        Ok(deleted)
+    }
+
+    async fn stat_sums(
+        &self,
+        server_id: &str,
+        from_minute: i64,
+        to_minute: i64,
+        step_minutes: i64,
+    ) -> StoreResult<Vec<StatSum>> {
+        let rows = sqlx::query(
+            "SELECT minute / $2 AS step, tool,
+                    CAST(SUM(requests) AS BIGINT) AS requests,
+                    CAST(SUM(errors) AS BIGINT) AS errors,
+                    CAST(SUM(denials) AS BIGINT) AS denials
+             FROM request_stats WHERE server_id = $1 AND minute >= $3 AND minute < $4
+             GROUP BY minute / $2, tool",
+        )
+        .bind(server_id)
+        .bind(step_minutes.max(1))
+        .bind(from_minute)
+        .bind(to_minute)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatSum {
+                    step: r.try_get("step")?,
+                    tool: r.try_get("tool")?,
+                    requests: r.try_get("requests")?,
+                    errors: r.try_get("errors")?,
+                    denials: r.try_get("denials")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(backend)
+    }
+
+    async fn latency_sums(
+        &self,
+        server_id: &str,
+        from_minute: i64,
+        to_minute: i64,
+        step_minutes: i64,
+    ) -> StoreResult<Vec<LatencySum>> {
+        let rows = sqlx::query(
+            "SELECT minute / $2 AS step, tool, bucket, CAST(SUM(count) AS BIGINT) AS count
+             FROM request_latency WHERE server_id = $1 AND minute >= $3 AND minute < $4
+             GROUP BY minute / $2, tool, bucket",
+        )
+        .bind(server_id)
+        .bind(step_minutes.max(1))
+        .bind(from_minute)
+        .bind(to_minute)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatencySum {
+                    step: r.try_get("step")?,
+                    tool: r.try_get("tool")?,
+                    bucket: r.try_get("bucket")?,
+                    count: r.try_get("count")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(backend)
+    }
+
+    async fn usage_days(
+        &self,
+        project_id: &str,
+        environment: Option<Environment>,
+        from_day: &str,
+        to_day: &str,
+    ) -> StoreResult<Vec<UsageDay>> {
+        let env = environment.map(|e| e.as_str()).unwrap_or("");
+        let rows = sqlx::query(
+            "SELECT d.day AS day,
+                    CAST(SUM(d.requests) AS BIGINT) AS requests,
+                    CAST(SUM(d.tool_calls) AS BIGINT) AS tool_calls,
+                    (SELECT COUNT(DISTINCT a.actor) FROM usage_actors a
+                      WHERE a.project_id = $1 AND a.day = d.day AND a.kind = 'client'
+                        AND ($2 = '' OR a.environment = $2)) AS clients,
+                    (SELECT COUNT(DISTINCT a.actor) FROM usage_actors a
+                      WHERE a.project_id = $1 AND a.day = d.day AND a.kind = 'user'
+                        AND ($2 = '' OR a.environment = $2)) AS users
+             FROM usage_daily d
+             WHERE d.project_id = $1 AND ($2 = '' OR d.environment = $2)
+               AND d.day >= $3 AND d.day <= $4
+             GROUP BY d.day ORDER BY d.day",
+        )
+        .bind(project_id)
+        .bind(env)
+        .bind(from_day)
+        .bind(to_day)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageDay {
+                    day: r.try_get("day")?,
+                    requests: r.try_get("requests")?,
+                    tool_calls: r.try_get("tool_calls")?,
+                    clients: r.try_get("clients")?,
+                    users: r.try_get("users")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(backend)
+    }
+
+    async fn distinct_actors(
+        &self,
+        project_id: &str,
+        environment: Option<Environment>,
+        from_day: &str,
+        to_day: &str,
+    ) -> StoreResult<(i64, i64)> {
+        let env = environment.map(|e| e.as_str()).unwrap_or("");
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(DISTINCT actor) FROM usage_actors
+                 WHERE project_id = $1 AND ($2 = '' OR environment = $2)
+                   AND day >= $3 AND day <= $4 AND kind = 'client') AS clients,
+               (SELECT COUNT(DISTINCT actor) FROM usage_actors
+                 WHERE project_id = $1 AND ($2 = '' OR environment = $2)
+                   AND day >= $3 AND day <= $4 AND kind = 'user') AS users",
+        )
+        .bind(project_id)
+        .bind(env)
+        .bind(from_day)
+        .bind(to_day)
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)?;
+        Ok((
+            row.try_get("clients").map_err(backend)?,
+            row.try_get("users").map_err(backend)?,
+        ))
+    }
+
+    async fn month_requests(&self, project_id: &str, month: &str) -> StoreResult<i64> {
+        // Days of the month sort between `YYYY-MM-00` and `YYYY-MM-99`.
+        let (first, last) = (format!("{month}-00"), format!("{month}-99"));
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM usage_daily
+             WHERE project_id = $1 AND day >= $2 AND day <= $3",
+        )
+        .bind(project_id)
+        .bind(first)
+        .bind(last)
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)
+    }
+
+    async fn project_quota(&self, project_id: &str) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar("SELECT monthly_requests FROM project_quotas WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_project_quota(&self, project_id: &str, monthly: Option<i64>) -> StoreResult<()> {
+        match monthly {
+            Some(m) => sqlx::query(
+                "INSERT INTO project_quotas (project_id, monthly_requests) VALUES ($1, $2)
+                 ON CONFLICT (project_id) DO UPDATE SET monthly_requests = excluded.monthly_requests",
+            )
+            .bind(project_id)
+            .bind(m),
+            None => sqlx::query("DELETE FROM project_quotas WHERE project_id = $1").bind(project_id),
+        }
+        .execute(self.pool())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_audit(&self, e: &AuditRow) -> StoreResult<()> {
+        let kind = match e.actor_kind {
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "api_key",
+        };
+        sqlx::query(
+            "INSERT INTO audit_log (id, project_id, at, actor_kind, actor_id, action, target, environment, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.id.as_str())
+        .bind(e.project_id.as_str())
+        .bind(e.at_ms)
+        .bind(kind)
+        .bind(e.actor_id.as_str())
+        .bind(e.action.as_str())
+        .bind(e.target.as_str())
+        .bind(e.environment.map(|v| v.as_str()))
+        .bind(e.details.to_string())
+        .execute(self.pool())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        let mut q = Assembled::new(
+            "SELECT a.id, a.project_id, a.at, a.actor_kind, a.actor_id, a.action, a.target, a.environment, a.details, u.email
+             FROM audit_log a LEFT JOIN users u ON a.actor_kind = 'user' AND u.id = a.actor_id
+             WHERE ",
+        );
+        q.push(
+            "a.project_id = ?",
+            vec![Arg::Text(query.project_id.clone())],
+        );
+        if let Some(env) = query.environment {
+            q.push(
+                " AND (a.environment IS NULL OR a.environment = ?)",
+                vec![Arg::Text(env.as_str().into())],
+            );
+        }
+        if let Some(action) = &query.action {
+            // A prefix match; `_`, `%` and `\\` in the input mean themselves.
+            let escaped = action
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(
+                " AND a.action LIKE ? ESCAPE '\\'",
+                vec![Arg::Text(format!("{escaped}%"))],
+            );
+        }
+        if let Some((at, id)) = &query.before {
+            q.push(
+                " AND (a.at < ? OR (a.at = ? AND a.id < ?))",
+                vec![Arg::Int(*at), Arg::Int(*at), Arg::Text(id.clone())],
+            );
+        }
+        q.push(
+            " ORDER BY a.at DESC, a.id DESC LIMIT ?",
+            vec![Arg::Int(i64::from(query.limit))],
+        );
+        let rows = q.query().fetch_all(self.pool()).await.map_err(backend)?;
+        rows.iter().map(|r| audit_row(r).map_err(backend)).collect()
+    }
+}

@@ -1,0 +1,168 @@
+//! The request log, roll-ups, quotas and audit log in the store, on SQLite and PostgreSQL.
+
+use ezforge_core::audit::{AuditQuery, AuditRow};
+use ezforge_core::model::*;
+use ezforge_core::store::{Store, TelemetryStore};
+use ezforge_core::telemetry::{RecordQuery, RequestRow, TelemetryBatch};
+use ezforge_proto::{ActorKind, Decision, Environment, Role};
+use ezforge_store::SqlStore;
+
+/// 2026-11-26T08:58:33Z.
+const T: i64 = 1_795_683_513_000;
+
+fn record(
+    n: i64,
+    env: Environment,
+    tool: Option<&str>,
+    decision: Decision,
+    status: u16,
+    who: &str,
+) -> RequestRow {
+    RequestRow {
+        id: format!("req_{n:04}"),
+        project_id: "prj_1".into(),
+        server_id: "srv_1".into(),
+        environment: env,
+        deployment_id: Some("dep_1".into()),
+        at_ms: T + n,
+        http_method: "POST".into(),
+        method: Some(
+            if tool.is_some() {
+                "tools/call"
+            } else {
+                "initialize"
+            }
+            .into(),
+        ),
+        tool: tool.map(String::from),
+        decision,
+        reason: (decision == Decision::Denied).then(|| "insufficient_scope".into()),
+        status,
+        latency_us: 1_000 * (n + 1),
+        subject: Some(format!("usr_{who}")),
+        client_id: Some(format!("cli_{who}")),
+        token_id: Some(format!("at_{n}")),
+        bytes_in: 10,
+        bytes_out: 20,
+        tool_calls: u32::from(tool.is_some() && decision == Decision::Allowed),
+        quota_counted: false,
+    }
+}
+
+ezforge_testkit::backend_tests! {
+    async fn records_roll_up_and_read_back(db) {
+        let store = SqlStore::open(&db.url, 4).await.unwrap();
+        let first = vec![
+            record(1, Environment::Live, Some("echo"), Decision::Allowed, 200, "a"),
+            record(2, Environment::Live, Some("echo"), Decision::Denied, 403, "b"),
+            record(3, Environment::Live, None, Decision::Allowed, 502, "a"),
+        ];
+        let second = vec![
+            record(4, Environment::Test, Some("echo"), Decision::Allowed, 200, "c"),
+            record(5, Environment::Live, Some("rm"), Decision::Allowed, 200, "b"),
+        ];
+        store.write_telemetry(&TelemetryBatch::from_records(first)).await.unwrap();
+        // A second batch for the same minute adds to the same rows.
+        store.write_telemetry(&TelemetryBatch::from_records(second)).await.unwrap();
+
+        let all = store.request_records(&RecordQuery { server_id: "srv_1".into(), limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0005", "req_0004", "req_0003", "req_0002", "req_0001"]);
+        assert_eq!(all[4], record(1, Environment::Live, Some("echo"), Decision::Allowed, 200, "a").clone_stored());
+        let q = |f: fn(&mut RecordQuery)| { let mut q = RecordQuery { server_id: "srv_1".into(), limit: 100, ..Default::default() }; f(&mut q); q };
+        assert_eq!(store.request_records(&q(|q| q.tool = Some("echo".into()))).await.unwrap().len(), 3);
+        assert_eq!(store.request_records(&q(|q| q.decision = Some(Decision::Denied))).await.unwrap().len(), 1);
+        assert_eq!(store.request_records(&q(|q| q.status = Some(502))).await.unwrap().len(), 1);
+        assert_eq!(store.request_records(&q(|q| { q.since_ms = Some(T + 2); q.until_ms = Some(T + 4); })).await.unwrap().len(), 2);
+        let older = store.request_records(&q(|q| q.before = Some((T + 3, "req_0003".into())))).await.unwrap();
+        assert_eq!(older.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0002", "req_0001"]);
+        let since = store.request_records_since("srv_1", T + 4, 10).await.unwrap();
+        assert_eq!(since.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0004", "req_0005"], "oldest first");
+
+        let minute = T / 60_000;
+        let stats = store.stat_sums("srv_1", minute, minute + 1, 1).await.unwrap();
+        let echo = stats.iter().find(|s| s.tool == "echo").unwrap();
+        assert_eq!((echo.requests, echo.errors, echo.denials), (3, 0, 1));
+        let none = stats.iter().find(|s| s.tool.is_empty()).unwrap();
+        assert_eq!((none.requests, none.errors), (1, 1));
+        let latency = store.latency_sums("srv_1", minute, minute + 1, 1).await.unwrap();
+        assert_eq!(latency.iter().map(|l| l.count).sum::<i64>(), 5);
+        assert!(store.stat_sums("srv_1", minute + 1, minute + 2, 1).await.unwrap().is_empty());
+
+        // Usage counts forwarded requests only, per environment or both.
+        let both = store.usage_days("prj_1", None, "2026-11-01", "2026-11-30").await.unwrap();
+        assert_eq!(both.len(), 1);
+        assert_eq!((both[0].day.as_str(), both[0].requests, both[0].tool_calls, both[0].clients, both[0].users), ("2026-11-26", 4, 3, 3, 3));
+        let live = store.usage_days("prj_1", Some(Environment::Live), "2026-11-26", "2026-11-26").await.unwrap();
+        assert_eq!((live[0].requests, live[0].clients), (3, 2));
+        assert_eq!(store.distinct_actors("prj_1", Some(Environment::Test), "2026-11-01", "2026-11-30").await.unwrap(), (1, 1));
+        assert_eq!(store.month_requests("prj_1", "2026-11").await.unwrap(), 4);
+        assert_eq!(store.month_requests("prj_1", "2026-12").await.unwrap(), 0);
+
+        // Retention removes records and per-minute metrics, not usage.
+        assert_eq!(store.purge_telemetry(T + 3).await.unwrap(), 2, "records before T+3");
+        assert_eq!(store.request_records(&q(|_| {})).await.unwrap().len(), 3);
+        assert_eq!(store.purge_telemetry(T + 120_000).await.unwrap(), 3);
+        assert!(store.stat_sums("srv_1", minute, minute + 1, 1).await.unwrap().is_empty());
+        assert_eq!(store.month_requests("prj_1", "2026-11").await.unwrap(), 4);
+    }
+
+    async fn quotas_and_the_audit_log(db) {
+        let store = SqlStore::open(&db.url, 4).await.unwrap();
+        let owner = UserRow { id: "usr_1".into(), email: "o@example.com".into(), password_hash: "x".into(), is_admin: false, email_verified: false, created_at: 1 };
+        store.insert_user(&owner, ezforge_core::store::UserAdmission::Open).await.unwrap();
+        let project = ProjectRow { id: "prj_1".into(), name: "p".into(), created_by: owner.id.clone(), created_at: 1 };
+        store.insert_project(&project, &MemberRow { project_id: project.id.clone(), user_id: owner.id.clone(), role: Role::Owner, created_at: 1 }).await.unwrap();
+
+        assert_eq!(store.project_quota("prj_1").await.unwrap(), None);
+        store.set_project_quota("prj_1", Some(100)).await.unwrap();
+        store.set_project_quota("prj_1", Some(200)).await.unwrap();
+        assert_eq!(store.project_quota("prj_1").await.unwrap(), Some(200));
+        store.set_project_quota("prj_1", None).await.unwrap();
+        assert_eq!(store.project_quota("prj_1").await.unwrap(), None);
+
+        let entry = |n: i64, kind: ActorKind, action: &str, env: Option<Environment>| AuditRow {
+            id: format!("aud_{n:04}"),
+            project_id: "prj_1".into(),
+            at_ms: T + n,
+            actor_kind: kind,
+            actor_id: if kind == ActorKind::User { "usr_1".into() } else { "key_1".into() },
+            actor_email: None,
+            action: action.into(),
+            target: "x".into(),
+            environment: env,
+            details: serde_json::json!({"n": n}),
+        };
+        store.insert_audit(&entry(1, ActorKind::User, "project.create", None)).await.unwrap();
+        store.insert_audit(&entry(2, ActorKind::User, "api_key.create", Some(Environment::Live))).await.unwrap();
+        store.insert_audit(&entry(3, ActorKind::ApiKey, "server_update", Some(Environment::Test))).await.unwrap();
+        let read = |environment, action: Option<&str>, limit| AuditQuery { project_id: "prj_1".into(), environment, action: action.map(String::from), before: None, limit };
+        let all = store.audit_entries(&read(None, None, 10)).await.unwrap();
+        assert_eq!(all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["aud_0003", "aud_0002", "aud_0001"]);
+        assert_eq!(all[2].actor_email.as_deref(), Some("o@example.com"));
+        assert_eq!(all[0].actor_email, None);
+        assert_eq!(all[1].details["n"], 2);
+        let test_only = store.audit_entries(&read(Some(Environment::Test), None, 10)).await.unwrap();
+        assert_eq!(test_only.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["aud_0003", "aud_0001"]);
+        // `_` in a prefix is literal: `server_` matches server_update, `api_` does not match `apiXkey`.
+        assert_eq!(store.audit_entries(&read(None, Some("server_"), 10)).await.unwrap().len(), 1);
+        assert_eq!(store.audit_entries(&read(None, Some("api_key."), 10)).await.unwrap().len(), 1);
+        assert_eq!(store.audit_entries(&read(None, Some("%"), 10)).await.unwrap().len(), 0);
+        let page = store.audit_entries(&AuditQuery { before: Some((T + 2, "aud_0002".into())), ..read(None, None, 10) }).await.unwrap();
+        assert_eq!(page.len(), 1);
+    }
+}
+
+trait Stored {
+    /// What reading back gives: the fields that are not stored are zero.
+    fn clone_stored(&self) -> RequestRow;
+}
+
+impl Stored for RequestRow {
+    fn clone_stored(&self) -> RequestRow {
+        RequestRow {
+            tool_calls: 0,
+            quota_counted: false,
+            ..self.clone()
+        }
+    }
+}
