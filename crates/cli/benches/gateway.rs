@@ -291,28 +291,17 @@ fn main() {
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let data = dir.path().join("ezforge");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("EZFORGE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ezforge serve");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("first line");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let _ezforge = Proc(child);
-    let url = line.trim().rsplit(' ').next().expect("url").to_string();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let upstream_url = format!("http://127.0.0.1:{pa}/mcp");
+    // Two ezForge instances on the same upstream: the request log on (the default) and off.
+    let (_ezforge, url) = start_ezforge(&dir.path().join("ezforge"), &[]);
+    let (_ezforge_off, url_off) =
+        start_ezforge(&dir.path().join("ezforge-off"), &["--request-log", "false"]);
     let token = rt.block_on(ezforge_token(&http, &url, &upstream_url));
+    let token_off = rt.block_on(ezforge_token(&http, &url_off, &upstream_url));
     let jwks: Value = rt.block_on(async {
         http.get(format!("{url}/jwks.json"))
             .send()
@@ -362,13 +351,25 @@ fn main() {
             "(c) HAProxy + jwt_verify ES256",
             format!("http://127.0.0.1:{pc}/mcp"),
         ),
-        ("(d) ezForge gateway", format!("{url}/mcp/bench")),
+        (
+            "(d) ezForge gateway, request log on",
+            format!("{url}/mcp/bench"),
+        ),
+        (
+            "(e) ezForge gateway, request log off",
+            format!("{url_off}/mcp/bench"),
+        ),
     ];
     // Warm up every target briefly, then measure.
     let mut rows = Vec::new();
     for (name, target) in &targets {
-        let _ = wrk(dir.path(), target, &token, 1, connections);
-        rows.push((*name, wrk(dir.path(), target, &token, seconds, connections)));
+        let token = if target.starts_with(&url_off) {
+            &token_off
+        } else {
+            &token
+        };
+        let _ = wrk(dir.path(), target, token, 1, connections);
+        rows.push((*name, wrk(dir.path(), target, token, seconds, connections)));
     }
     let base = rows[0].1.p99_ms;
     let (b, c) = (rows[1].1.rps, rows[2].1.rps);
@@ -388,7 +389,7 @@ fn main() {
             w.non2xx
         );
     }
-    let d = rows[3].1.rps;
+    let (d, e) = (rows[3].1.rps, rows[4].1.rps);
     println!();
     println!(
         "(d)/(c) = {:.2}× (target ≥ 3×); (d)/(b) = {:.2}× (target ≥ 1×); p99 added by (d) = {:.2} ms (target ≤ 1 ms)",
@@ -396,4 +397,28 @@ fn main() {
         d / b,
         rows[3].1.p99_ms - base
     );
+    println!(
+        "request log on vs off: (d)/(e) = {:.2} (target ≥ 0.90)",
+        d / e
+    );
+}
+
+/// Starts `ezforge serve` on a free port with its own data directory; returns it and its URL.
+fn start_ezforge(data: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("EZFORGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ezforge serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line.trim().rsplit(' ').next().expect("url").to_string();
+    (Proc(child), url)
 }
