@@ -323,6 +323,31 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 200, "the one chain lives on: {next}");
     }
 
+    /// A client without the refresh_token grant is never shown or granted `offline_access`,
+    /// which it asks for when it requests every advertised scope (the TypeScript SDK does).
+    async fn offline_access_only_for_clients_that_can_refresh(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let (status, body) = t.register_client(json!({
+            "client_name": "No Refresh",
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+        })).await;
+        assert_eq!(status, 201, "{body}");
+        let client_id = body["client_id"].as_str().unwrap().to_string();
+        let url = t.authorize_url(&client_id, &resource, "mcp:read mcp:write mcp:execute offline_access", &[]);
+        let page = t.get_authorize(&owner, &url).await.text().await.unwrap();
+        assert!(!page.contains("offline_access"), "the consent page offers offline_access: {page}");
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read mcp:write mcp:execute offline_access").await;
+        let (status, tokens) = t.exchange(&client_id, &code).await;
+        assert_eq!(status, 200, "{tokens}");
+        assert_eq!(tokens["scope"], "mcp:read mcp:write mcp:execute");
+        assert!(tokens.get("refresh_token").is_none());
+        let resp = t.get_authorize(&owner, &t.authorize_url(&client_id, &resource, "offline_access", &[])).await;
+        assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "invalid_scope");
+    }
+
     async fn scopes_never_widen_and_resources_must_match(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;

@@ -231,11 +231,21 @@ impl OAuth {
             None => Vec::new(),
         };
         // No scope asked: everything the server offers, shown on the consent page.
-        let scopes = if scopes.is_empty() {
+        let mut scopes = if scopes.is_empty() {
             scope::ALL.to_vec()
         } else {
             scopes
         };
+        // `offline_access` asks for refresh tokens; a client that did not register the
+        // refresh_token grant can never receive one, so it is neither shown nor granted.
+        if !client.grant_types.iter().any(|g| g == "refresh_token") {
+            scopes.retain(|s| *s != scope::OFFLINE_ACCESS);
+            if scopes.is_empty() {
+                return Err(fail(OAuthError::InvalidScope(
+                    "offline_access needs the refresh_token grant, which this client did not register".into(),
+                )));
+            }
+        }
         Ok(AuthorizeRequest {
             client_id: client.client_id.clone(),
             client_name: client.display_name().to_string(),
