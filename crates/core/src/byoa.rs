@@ -2,8 +2,10 @@
 //! against its JWKS.
 //!
 //! Keys are cached per JWKS URI (10 minutes; a stale set keeps serving while one refresh runs in
-//! the background), refetched at once when a token names an unknown `kid` (at most every 30
-//! seconds per URI), and bounded in number and size. The algorithm is pinned by the JWK (EC
+//! the background), refetched at once when a token names an unknown `kid` (at most once every
+//! 30 seconds per URI: the cool-down runs from the last such refetch or failed fetch, not from
+//! a routine one, so a key the issuer starts using right after a routine fetch is picked up at
+//! once), and bounded in number and size. The algorithm is pinned by the JWK (EC
 //! P-256 → ES256, RSA → RS256, OKP Ed25519 → EdDSA), never taken from the token: `none` and
 //! HMAC never pass.
 
@@ -35,6 +37,8 @@ pub struct ByoaClaims {
 struct KeySet {
     keys: Vec<Jwk>,
     fetched_at: i64,
+    /// The last refetch forced by an unknown `kid`, or the last failed fetch: the cool-down
+    /// runs from here.
     last_fetch_attempt: i64,
     refreshing: Arc<AtomicBool>,
 }
@@ -123,7 +127,7 @@ impl ByoaVerifier {
                     let me = self.clone();
                     let uri = jwks_uri.to_string();
                     tokio::spawn(async move {
-                        let _ = me.refetch(&uri).await;
+                        let _ = me.refetch(&uri, false).await;
                         refreshing.store(false, Ordering::SeqCst);
                     });
                 }
@@ -133,19 +137,25 @@ impl ByoaVerifier {
                 return Err(format!("no key `{kid}` in the issuer's JWKS"));
             }
         }
-        let keys = self.refetch(jwks_uri).await?;
+        let keys = self.refetch(jwks_uri, true).await?;
         keys.iter()
             .find(|k| k.common.key_id.as_deref() == Some(kid))
             .cloned()
             .ok_or_else(|| format!("no key `{kid}` in the issuer's JWKS"))
     }
 
-    async fn refetch(&self, jwks_uri: &str) -> Result<Vec<Jwk>, String> {
+    /// Fetches the JWKS again; `forced` when a token named a `kid` the cached set lacks (or
+    /// nothing is cached yet), which starts the cool-down.
+    async fn refetch(&self, jwks_uri: &str, forced: bool) -> Result<Vec<Jwk>, String> {
         let now = self.clock.now();
+        let mut previous_attempt = i64::MIN / 2;
         if let Some(entry) = self.entry(jwks_uri)
             && let Ok(mut set) = entry.lock()
         {
-            set.last_fetch_attempt = now;
+            if forced {
+                set.last_fetch_attempt = now;
+            }
+            previous_attempt = set.last_fetch_attempt;
         }
         let fetched = self.fetch(jwks_uri).await;
         let mut sets = self.sets.lock().map_err(|_| "poisoned".to_string())?;
@@ -172,12 +182,14 @@ impl ByoaVerifier {
             .get(jwks_uri)
             .and_then(|e| e.lock().ok().map(|s| s.refreshing.clone()))
             .unwrap_or_default();
+        // The first fetch of a URI (nothing cached) does not start the cool-down: a token naming
+        // a key published just after it may still cause one refetch.
         sets.insert(
             jwks_uri.to_string(),
             Arc::new(Mutex::new(KeySet {
                 keys: keys.clone(),
                 fetched_at: now,
-                last_fetch_attempt: now,
+                last_fetch_attempt: previous_attempt,
                 refreshing,
             })),
         );
