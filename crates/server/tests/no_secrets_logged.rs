@@ -59,10 +59,7 @@ async fn dump(db_url: &str) -> String {
     let store = ezforge_store::SqlStore::open(db_url, 1).await.unwrap();
     let mut out = String::new();
     for (table, cols) in [
-        (
-            "request_log",
-            "id || project_id || server_id || COALESCE(deployment_id, '') || http_method || COALESCE(method, '') || COALESCE(tool, '') || COALESCE(reason, '') || COALESCE(subject, '') || COALESCE(client_id, '') || COALESCE(token_id, '')",
-        ),
+        ("request_log", "id || server_id || records"),
         ("audit_log", "id || actor_id || action || target || details"),
         ("usage_actors", "actor"),
     ] {

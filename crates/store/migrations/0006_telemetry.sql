@@ -1,32 +1,22 @@
 -- The request log, its roll-ups, quotas and the audit log.
 
--- One row per gateway request; written in batches off the request path, deleted after the
--- retention period. No foreign keys: inserts stay cheap and records outlive deleted servers
--- until retention removes them.
+-- Gateway requests, stored as chunks: one row per server per written batch, holding that
+-- batch's records as a JSON array (oldest first). One INSERT per chunk instead of one per
+-- request keeps the log's cost off the gateway's throughput; reads decode the chunks that
+-- cover the time asked for. No foreign keys: chunks outlive deleted servers until retention
+-- removes them.
 CREATE TABLE request_log (
     id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL,
     server_id TEXT NOT NULL,
-    environment TEXT NOT NULL,
-    deployment_id TEXT,
-    -- Unix milliseconds when the answer was complete.
-    at BIGINT NOT NULL,
-    http_method TEXT NOT NULL,
-    method TEXT,
-    tool TEXT,
-    decision TEXT NOT NULL,
-    reason TEXT,
-    status BIGINT NOT NULL,
-    latency_us BIGINT NOT NULL,
-    subject TEXT,
-    client_id TEXT,
-    -- The access token's jti or a fingerprint; never the token.
-    token_id TEXT,
-    bytes_in BIGINT NOT NULL,
-    bytes_out BIGINT NOT NULL
+    -- Unix milliseconds of the oldest and newest record in the chunk.
+    first_at BIGINT NOT NULL,
+    last_at BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    -- JSON array of records; never a token (token_id is the jti or a fingerprint).
+    records TEXT NOT NULL
 );
-CREATE INDEX request_log_server_at ON request_log(server_id, at);
-CREATE INDEX request_log_at ON request_log(at);
+CREATE INDEX request_log_server_last_at ON request_log(server_id, last_at);
+CREATE INDEX request_log_last_at ON request_log(last_at);
 
 -- Per-minute counts per server and tool ('' for requests that call no tool), added to by
 -- every batch: count = count + delta.

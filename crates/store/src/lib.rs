@@ -4,6 +4,7 @@
 
 mod oauth_rows;
 mod oauth_sql;
+mod request_chunks;
 mod rows;
 mod sql;
 mod telemetry_sql;

@@ -1,11 +1,12 @@
 //! SQL for the request log, its roll-ups, quotas and the audit log. Queries with optional
 //! filters are assembled from fixed fragments (never from input: every value is bound).
 
+use crate::request_chunks;
 use crate::rows::{backend, bad};
 use crate::sql::SqlStore;
 use async_trait::async_trait;
 use ezforge_core::audit::{AuditQuery, AuditRow};
-use ezforge_core::store::{StoreResult, TelemetryStore};
+use ezforge_core::store::{StoreError, StoreResult, TelemetryStore};
 use ezforge_core::telemetry::{
     LatencySum, RecordQuery, RequestRow, StatSum, TelemetryBatch, UsageDay,
 };
@@ -13,11 +14,8 @@ use ezforge_proto::{ActorKind, Environment};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AssertSqlSafe, Row};
 
-/// Rows per multi-row INSERT: 19 values each stays far below both databases' parameter limits.
-const RECORDS_PER_INSERT: usize = 100;
-
-const RECORD_COLS: &str = "id, project_id, server_id, environment, deployment_id, at, http_method, method, tool, decision, reason, status, latency_us, subject, client_id, token_id, bytes_in, bytes_out";
-const RECORD_WIDTH: usize = 18;
+/// Chunks read per query while walking the log.
+const CHUNKS_PER_READ: i64 = 16;
 
 /// A value to bind in an assembled query.
 enum Arg {
@@ -64,35 +62,6 @@ impl Assembled {
     }
 }
 
-fn record(r: &AnyRow) -> Result<RequestRow, sqlx::Error> {
-    let decision: String = r.try_get("decision")?;
-    let environment: String = r.try_get("environment")?;
-    Ok(RequestRow {
-        id: r.try_get("id")?,
-        project_id: r.try_get("project_id")?,
-        server_id: r.try_get("server_id")?,
-        environment: environment
-            .parse()
-            .map_err(|_| bad("environment", &environment))?,
-        deployment_id: r.try_get("deployment_id")?,
-        at_ms: r.try_get("at")?,
-        http_method: r.try_get("http_method")?,
-        method: r.try_get("method")?,
-        tool: r.try_get("tool")?,
-        decision: decision.parse().map_err(|_| bad("decision", &decision))?,
-        reason: r.try_get("reason")?,
-        status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
-        latency_us: r.try_get("latency_us")?,
-        subject: r.try_get("subject")?,
-        client_id: r.try_get("client_id")?,
-        token_id: r.try_get("token_id")?,
-        bytes_in: r.try_get("bytes_in")?,
-        bytes_out: r.try_get("bytes_out")?,
-        tool_calls: 0,
-        quota_counted: false,
-    })
-}
-
 fn audit_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
     let kind: String = r.try_get("actor_kind")?;
     let environment: Option<String> = r.try_get("environment")?;
@@ -117,52 +86,24 @@ fn audit_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
     })
 }
 
-fn opt(v: &Option<String>) -> Option<&str> {
-    v.as_deref()
-}
-
 #[async_trait]
 impl TelemetryStore for SqlStore {
     async fn write_telemetry(&self, batch: &TelemetryBatch) -> StoreResult<()> {
         let mut tx = self.pool().begin().await.map_err(backend)?;
-        for chunk in batch.records.chunks(RECORDS_PER_INSERT) {
-            let mut sql = format!("INSERT INTO request_log ({RECORD_COLS}) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for c in 0..RECORD_WIDTH {
-                    if c > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!("${}", i * RECORD_WIDTH + c + 1));
-                }
-                sql.push(')');
-            }
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(r.id.as_str())
-                    .bind(r.project_id.as_str())
-                    .bind(r.server_id.as_str())
-                    .bind(r.environment.as_str())
-                    .bind(opt(&r.deployment_id))
-                    .bind(r.at_ms)
-                    .bind(r.http_method.as_str())
-                    .bind(opt(&r.method))
-                    .bind(opt(&r.tool))
-                    .bind(r.decision.as_str())
-                    .bind(opt(&r.reason))
-                    .bind(i64::from(r.status))
-                    .bind(r.latency_us)
-                    .bind(opt(&r.subject))
-                    .bind(opt(&r.client_id))
-                    .bind(opt(&r.token_id))
-                    .bind(r.bytes_in)
-                    .bind(r.bytes_out);
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
+        for chunk in request_chunks::chunks(&batch.records) {
+            sqlx::query(
+                "INSERT INTO request_log (id, server_id, first_at, last_at, count, records)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(ezforge_core::ids::ordered_id("rlc"))
+            .bind(chunk.server_id)
+            .bind(chunk.first_at)
+            .bind(chunk.last_at)
+            .bind(chunk.count)
+            .bind(chunk.json)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         for s in &batch.stats {
             sqlx::query(
@@ -234,38 +175,61 @@ impl TelemetryStore for SqlStore {
     }
 
     async fn request_records(&self, query: &RecordQuery) -> StoreResult<Vec<RequestRow>> {
-        let mut q = Assembled::new(&format!("SELECT {RECORD_COLS} FROM request_log WHERE "));
-        q.push("server_id = ?", vec![Arg::Text(query.server_id.clone())]);
-        if let Some(since) = query.since_ms {
-            q.push(" AND at >= ?", vec![Arg::Int(since)]);
-        }
-        if let Some(until) = query.until_ms {
-            q.push(" AND at < ?", vec![Arg::Int(until)]);
-        }
-        if let Some(tool) = &query.tool {
-            q.push(" AND tool = ?", vec![Arg::Text(tool.clone())]);
-        }
-        if let Some(decision) = query.decision {
+        let limit = query.limit as usize;
+        let mut found: Vec<RequestRow> = Vec::new();
+        let mut after: Option<(i64, String)> = None;
+        'walk: loop {
+            let mut q =
+                Assembled::new("SELECT id, server_id, last_at, records FROM request_log WHERE ");
+            q.push("server_id = ?", vec![Arg::Text(query.server_id.clone())]);
+            if let Some(since) = query.since_ms {
+                q.push(" AND last_at >= ?", vec![Arg::Int(since)]);
+            }
+            if let Some(until) = query.until_ms {
+                q.push(" AND first_at < ?", vec![Arg::Int(until)]);
+            }
+            if let Some((at, _)) = &query.before {
+                q.push(" AND first_at <= ?", vec![Arg::Int(*at)]);
+            }
+            if let Some((last_at, id)) = &after {
+                q.push(
+                    " AND (last_at < ? OR (last_at = ? AND id < ?))",
+                    vec![
+                        Arg::Int(*last_at),
+                        Arg::Int(*last_at),
+                        Arg::Text(id.clone()),
+                    ],
+                );
+            }
             q.push(
-                " AND decision = ?",
-                vec![Arg::Text(decision.as_str().into())],
+                " ORDER BY last_at DESC, id DESC LIMIT ?",
+                vec![Arg::Int(CHUNKS_PER_READ)],
             );
+            let rows = q.query().fetch_all(self.pool()).await.map_err(backend)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let id: String = row.try_get("id").map_err(backend)?;
+                let last_at: i64 = row.try_get("last_at").map_err(backend)?;
+                // Chunks come newest last record first: once the page is full and this chunk
+                // ends before its oldest record, no later chunk can change it.
+                if found.len() >= limit && found.get(limit - 1).is_some_and(|r| last_at < r.at_ms) {
+                    break 'walk;
+                }
+                let json: String = row.try_get("records").map_err(backend)?;
+                let records =
+                    request_chunks::decode(&query.server_id, &json).map_err(StoreError::Backend)?;
+                found.extend(records.into_iter().filter(|r| query.matches(r)));
+                found.sort_by(|a, b| (b.at_ms, &b.id).cmp(&(a.at_ms, &a.id)));
+                found.truncate(limit);
+                after = Some((last_at, id));
+            }
+            if (rows.len() as i64) < CHUNKS_PER_READ {
+                break;
+            }
         }
-        if let Some(status) = query.status {
-            q.push(" AND status = ?", vec![Arg::Int(i64::from(status))]);
-        }
-        if let Some((at, id)) = &query.before {
-            q.push(
-                " AND (at < ? OR (at = ? AND id < ?))",
-                vec![Arg::Int(*at), Arg::Int(*at), Arg::Text(id.clone())],
-            );
-        }
-        q.push(
-            " ORDER BY at DESC, id DESC LIMIT ?",
-            vec![Arg::Int(i64::from(query.limit))],
-        );
-        let rows = q.query().fetch_all(self.pool()).await.map_err(backend)?;
-        rows.iter().map(|r| record(r).map_err(backend)).collect()
+        Ok(found)
     }
 
     async fn request_records_since(
@@ -274,27 +238,42 @@ impl TelemetryStore for SqlStore {
         since_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<RequestRow>> {
-        let sql = format!(
-            "SELECT {RECORD_COLS} FROM request_log WHERE server_id = $1 AND at >= $2 ORDER BY at, id LIMIT $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(server_id)
-            .bind(since_ms)
-            .bind(i64::from(limit))
-            .fetch_all(self.pool())
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|r| record(r).map_err(backend)).collect()
+        let rows = sqlx::query(
+            "SELECT records FROM request_log WHERE server_id = $1 AND last_at >= $2
+             ORDER BY last_at, id LIMIT $3",
+        )
+        .bind(server_id)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let json: String = row.try_get("records").map_err(backend)?;
+            let records = request_chunks::decode(server_id, &json).map_err(StoreError::Backend)?;
+            out.extend(records.into_iter().filter(|r| r.at_ms >= since_ms));
+        }
+        out.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
     async fn purge_telemetry(&self, before_ms: i64) -> StoreResult<u64> {
         let minute = before_ms.div_euclid(60_000);
-        let deleted = sqlx::query("DELETE FROM request_log WHERE at < $1")
+        // Whole chunks go once their newest record is older than the horizon.
+        let deleted: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM request_log WHERE last_at < $1",
+        )
+        .bind(before_ms)
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM request_log WHERE last_at < $1")
             .bind(before_ms)
             .execute(self.pool())
             .await
-            .map_err(backend)?
-            .rows_affected();
+            .map_err(backend)?;
         for sql in [
             "DELETE FROM request_stats WHERE minute < $1",
             "DELETE FROM request_latency WHERE minute < $1",
@@ -305,7 +284,7 @@ impl TelemetryStore for SqlStore {
                 .await
                 .map_err(backend)?;
         }
-        Ok(deleted)
+        Ok(deleted.max(0) as u64)
     }
 
     async fn stat_sums(

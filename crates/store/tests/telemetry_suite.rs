@@ -99,11 +99,49 @@ ezforge_testkit::backend_tests! {
         assert_eq!(store.month_requests("prj_1", "2026-12").await.unwrap(), 0);
 
         // Retention removes records and per-minute metrics, not usage.
-        assert_eq!(store.purge_telemetry(T + 3).await.unwrap(), 2, "records before T+3");
-        assert_eq!(store.request_records(&q(|_| {})).await.unwrap().len(), 3);
-        assert_eq!(store.purge_telemetry(T + 120_000).await.unwrap(), 3);
+        // Records are kept in chunks (one per written batch and server): a chunk goes when its
+        // newest record is past the horizon.
+        assert_eq!(store.purge_telemetry(T + 3).await.unwrap(), 0, "the first chunk ends at T+3");
+        assert_eq!(store.purge_telemetry(T + 4).await.unwrap(), 3);
+        assert_eq!(store.request_records(&q(|_| {})).await.unwrap().len(), 2);
+        assert_eq!(store.purge_telemetry(T + 120_000).await.unwrap(), 2);
         assert!(store.stat_sums("srv_1", minute, minute + 1, 1).await.unwrap().is_empty());
         assert_eq!(store.month_requests("prj_1", "2026-11").await.unwrap(), 4);
+    }
+
+    /// Pages walk chunks whose times overlap (batches from several nodes) and still come out
+    /// in exact (time, id) order, each record once.
+    async fn pages_across_overlapping_chunks_are_exact(db) {
+        let store = SqlStore::open(&db.url, 4).await.unwrap();
+        let mut expected = Vec::new();
+        for batch in 0..40i64 {
+            // Batch b holds times b, b+40, b+80, … : every chunk overlaps every other.
+            let rows: Vec<RequestRow> = (0..7)
+                .map(|k| {
+                    let mut r = record(batch + 40 * k, Environment::Live, None, Decision::Allowed, 200, "a");
+                    r.id = format!("req_{batch:03}_{k}");
+                    r
+                })
+                .collect();
+            expected.extend(rows.iter().map(|r| (r.at_ms, r.id.clone())));
+            store.write_telemetry(&TelemetryBatch::from_records(rows)).await.unwrap();
+        }
+        expected.sort_by(|a, b| b.cmp(a));
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .request_records(&RecordQuery { server_id: "srv_1".into(), limit: 9, before: before.clone(), ..Default::default() })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            seen.extend(page.iter().map(|r| (r.at_ms, r.id.clone())));
+            let last = page.last().unwrap();
+            before = Some((last.at_ms, last.id.clone()));
+        }
+        assert_eq!(seen, expected);
     }
 
     async fn quotas_and_the_audit_log(db) {

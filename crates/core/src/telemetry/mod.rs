@@ -89,6 +89,25 @@ pub struct RecordQuery {
     pub limit: u32,
 }
 
+impl RecordQuery {
+    /// Whether a record passes every filter of the query (the cursor included).
+    pub fn matches(&self, r: &RequestRow) -> bool {
+        r.server_id == self.server_id
+            && self.since_ms.is_none_or(|s| r.at_ms >= s)
+            && self.until_ms.is_none_or(|u| r.at_ms < u)
+            && self
+                .tool
+                .as_ref()
+                .is_none_or(|t| r.tool.as_ref() == Some(t))
+            && self.decision.is_none_or(|d| r.decision == d)
+            && self.status.is_none_or(|s| r.status == s)
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|(at, id)| (r.at_ms, r.id.as_str()) < (*at, id.as_str()))
+    }
+}
+
 /// A page position: `{at_ms}.{id}`, opaque to clients.
 pub fn encode_cursor(at_ms: i64, id: &str) -> String {
     format!("{at_ms}.{id}")
