@@ -191,13 +191,16 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// Stores the records and adds the roll-ups, in one transaction.
     async fn write_telemetry(&self, batch: &TelemetryBatch) -> StoreResult<()>;
     async fn request_records(&self, query: &RecordQuery) -> StoreResult<Vec<RequestRow>>;
-    /// Records of a server at or after `since_ms`, oldest first (for following the log).
-    async fn request_records_since(
+    /// For following the log: up to `limit` stored chunks of a server whose newest record is at
+    /// or after `since_ms`, except those named in `except`, oldest first; each with its id, its
+    /// newest record's time and its records.
+    async fn request_chunks_since(
         &self,
         server_id: &str,
         since_ms: i64,
+        except: &[String],
         limit: u32,
-    ) -> StoreResult<Vec<RequestRow>>;
+    ) -> StoreResult<Vec<(String, i64, Vec<RequestRow>)>>;
     /// Deletes records and per-minute metrics older than `before_ms`; returns records deleted.
     async fn purge_telemetry(&self, before_ms: i64) -> StoreResult<u64>;
     /// Per-minute metrics of a server in [from_minute, to_minute), summed per step and tool.

@@ -232,30 +232,34 @@ impl TelemetryStore for SqlStore {
         Ok(found)
     }
 
-    async fn request_records_since(
+    async fn request_chunks_since(
         &self,
         server_id: &str,
         since_ms: i64,
+        except: &[String],
         limit: u32,
-    ) -> StoreResult<Vec<RequestRow>> {
-        let rows = sqlx::query(
-            "SELECT records FROM request_log WHERE server_id = $1 AND last_at >= $2
-             ORDER BY last_at, id LIMIT $3",
-        )
-        .bind(server_id)
-        .bind(since_ms)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await
-        .map_err(backend)?;
-        let mut out = Vec::new();
+    ) -> StoreResult<Vec<(String, i64, Vec<RequestRow>)>> {
+        let mut q = Assembled::new("SELECT id, last_at, records FROM request_log WHERE ");
+        q.push(
+            "server_id = ? AND last_at >= ?",
+            vec![Arg::Text(server_id.to_string()), Arg::Int(since_ms)],
+        );
+        for id in except {
+            q.push(" AND id <> ?", vec![Arg::Text(id.clone())]);
+        }
+        q.push(
+            " ORDER BY last_at, id LIMIT ?",
+            vec![Arg::Int(i64::from(limit))],
+        );
+        let rows = q.query().fetch_all(self.pool()).await.map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
+            let id: String = row.try_get("id").map_err(backend)?;
+            let last_at: i64 = row.try_get("last_at").map_err(backend)?;
             let json: String = row.try_get("records").map_err(backend)?;
             let records = request_chunks::decode(server_id, &json).map_err(StoreError::Backend)?;
-            out.extend(records.into_iter().filter(|r| r.at_ms >= since_ms));
+            out.push((id, last_at, records));
         }
-        out.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
-        out.truncate(limit as usize);
         Ok(out)
     }
 

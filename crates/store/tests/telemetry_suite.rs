@@ -75,8 +75,15 @@ ezforge_testkit::backend_tests! {
         assert_eq!(store.request_records(&q(|q| { q.since_ms = Some(T + 2); q.until_ms = Some(T + 4); })).await.unwrap().len(), 2);
         let older = store.request_records(&q(|q| q.before = Some((T + 3, "req_0003".into())))).await.unwrap();
         assert_eq!(older.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0002", "req_0001"]);
-        let since = store.request_records_since("srv_1", T + 4, 10).await.unwrap();
-        assert_eq!(since.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0004", "req_0005"], "oldest first");
+        // Following: chunks oldest first, those already seen left out.
+        let chunks = store.request_chunks_since("srv_1", T, &[], 10).await.unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].2.len(), 3);
+        assert_eq!(chunks[1].1, T + 5);
+        let rest = store.request_chunks_since("srv_1", T, std::slice::from_ref(&chunks[0].0), 10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].2.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_0004", "req_0005"]);
+        assert!(store.request_chunks_since("srv_1", T + 6, &[], 10).await.unwrap().is_empty());
 
         let minute = T / 60_000;
         let stats = store.stat_sums("srv_1", minute, minute + 1, 1).await.unwrap();

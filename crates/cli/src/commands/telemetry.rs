@@ -31,6 +31,14 @@ async fn project_or_only(client: &Client, project: Option<String>) -> CliResult<
     }
 }
 
+/// Text from the server as it may be printed on a terminal: control characters (escape
+/// sequences a client could put in a tool name) become `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn record_line(r: &RequestRecord) -> String {
     let what = match (&r.method, &r.tool) {
         (Some(m), Some(t)) => format!("{m} {t}"),
@@ -41,7 +49,7 @@ fn record_line(r: &RequestRecord) -> String {
         Some(reason) => format!("denied:{reason}"),
         None => "allowed".into(),
     };
-    format!(
+    let line = format!(
         "{}  {:>3}  {:<28} {:<32} {:>8.1} ms  {}",
         r.time
             .format(&time::format_description::well_known::Rfc3339)
@@ -51,7 +59,8 @@ fn record_line(r: &RequestRecord) -> String {
         what,
         r.latency_ms,
         r.subject.as_deref().unwrap_or("-"),
-    )
+    );
+    printable(&line)
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult {
@@ -85,15 +94,22 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult {
         eprintln!("Following {} (Ctrl-C to stop)…", args.server);
     }
     // Server-sent events: `data:` lines carry one record each; comments keep the line alive.
-    let mut pending = String::new();
+    // Bytes until a whole line is in: a character may be split across chunks.
+    let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| CliError::Failure(format!("the log stream broke off: {e}")))?
     {
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let bytes: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&bytes);
+            if let Some(kind) = line.trim_end().strip_prefix("event: ")
+                && kind != "record"
+            {
+                eprintln!("the server ended the stream ({kind})");
+            }
             let Some(data) = line.trim_end().strip_prefix("data:") else {
                 continue;
             };
@@ -106,7 +122,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult {
                 Ok(r) => {
                     let _ = writeln!(out, "{}", record_line(&r));
                 }
-                Err(_) => eprintln!("{data}"),
+                Err(_) => eprintln!("{}", printable(data)),
             }
             let _ = out.flush();
         }

@@ -88,7 +88,7 @@ impl Core {
                 environment: Some(server.environment),
                 details: serde_json::json!({
                     "server_id": server.id,
-                    "upstream_url": deployment.upstream_url,
+                    "upstream_url": without_secrets(&deployment.upstream_url),
                     "timeout_ms": deployment.timeout_ms,
                     "credentials": deployment.credentials.is_some(),
                 }),
@@ -199,5 +199,35 @@ mod tests {
         assert_eq!(validate_timeout(None).unwrap(), DEFAULT_TIMEOUT_MS);
         assert!(validate_timeout(Some(50)).is_err());
         assert!(validate_timeout(Some(MAX_TIMEOUT_MS + 1)).is_err());
+    }
+}
+
+/// An upstream URL as the audit log shows it: without user info or query string, which may
+/// carry the upstream's own credentials.
+fn without_secrets(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => String::from("(unparseable)"),
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    #[test]
+    fn audited_urls_lose_their_secrets() {
+        assert_eq!(
+            super::without_secrets("https://user:pw@up.example.com:8443/mcp?key=s3cret#x"),
+            "https://up.example.com:8443/mcp"
+        );
+        assert_eq!(
+            super::without_secrets("http://10.0.0.5:3001/mcp"),
+            "http://10.0.0.5:3001/mcp"
+        );
     }
 }

@@ -138,6 +138,47 @@ impl Core {
         self.find_server(principal, reference).await
     }
 
+    /// The principal as it is now, for long-lived reads (following the log): the key not
+    /// revoked or expired, the session not ended or expired.
+    pub async fn refresh_principal(&self, principal: &Principal) -> Result<Principal, CoreError> {
+        let now = self.now();
+        match principal {
+            Principal::ApiKey(key) => {
+                let current = self
+                    .store
+                    .api_key(&key.project_id, &key.id)
+                    .await?
+                    .ok_or(CoreError::ApiKeyUnknown)?;
+                if current.revoked_at.is_some() {
+                    return Err(CoreError::ApiKeyRevoked);
+                }
+                if current.expires_at.is_some_and(|e| e <= now) {
+                    return Err(CoreError::ApiKeyExpired);
+                }
+                Ok(Principal::ApiKey(std::sync::Arc::new(current)))
+            }
+            Principal::User { session, .. } => {
+                let current = self
+                    .store
+                    .session_by_hash(&session.token_hash)
+                    .await?
+                    .ok_or(CoreError::SessionInvalid)?;
+                if current.expires_at <= now {
+                    return Err(CoreError::SessionExpired);
+                }
+                let user = self
+                    .store
+                    .user_by_id(&current.user_id)
+                    .await?
+                    .ok_or(CoreError::SessionInvalid)?;
+                Ok(Principal::User {
+                    user,
+                    session: current,
+                })
+            }
+        }
+    }
+
     /// One page of a server's request log, newest first, and the cursor of the next page.
     pub async fn server_logs(
         &self,
@@ -323,7 +364,13 @@ impl Core {
             });
             month_start = next;
         }
-        let quota = match self.store.project_quota(&project.id).await? {
+        // The quota counts the whole project, both environments: an API key, confined to one,
+        // does not see it.
+        let quota = match principal {
+            Principal::ApiKey(_) => None,
+            Principal::User { .. } => self.store.project_quota(&project.id).await?,
+        };
+        let quota = match quota {
             Some(limit) => Some(QuotaStatus {
                 monthly_requests: limit.max(0) as u64,
                 used: self
@@ -392,7 +439,8 @@ impl Core {
                 Principal::ApiKey(key) => Some(key.environment),
                 Principal::User { .. } => None,
             },
-            action,
+            // Actions are lowercase; matching the same way on both databases.
+            action: action.map(|a| a.to_lowercase()),
             before: cursor(cursor_value)?,
             limit: limit + 1,
         };

@@ -53,10 +53,20 @@ impl Quotas {
         let month = calendar::month(now_secs);
         let state = match self.cache.get(project_id) {
             Some(s) if s.month == month => s,
-            _ => {
-                let s = Arc::new(self.load(project_id, &month).await?);
-                self.cache.insert(project_id.to_string(), s.clone());
-                s
+            stale => {
+                let fresh = Arc::new(self.load(project_id, &month).await?);
+                if stale.is_some() {
+                    // Last month's entry: replace it.
+                    self.cache.insert(project_id.to_string(), fresh.clone());
+                    fresh
+                } else {
+                    // Racing loads keep the first one inserted, so no increment is lost on a
+                    // state nobody else sees.
+                    self.cache
+                        .entry(project_id.to_string())
+                        .or_insert_with(|| fresh)
+                        .into_value()
+                }
             }
         };
         let Some(limit) = state.limit else {

@@ -7,7 +7,7 @@ use super::{RequestRow, TelemetryBatch, UsageDelta, calendar};
 use crate::store::Store;
 use ezforge_proto::{Decision, Environment};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -82,6 +82,22 @@ pub struct RequestLog {
     /// Usage of dropped records, carried into the next write.
     spilled: Mutex<HashMap<SpillKey, Spilled>>,
     pub settings: RequestLogSettings,
+    /// Set when the server shuts down: followers of the log end their streams.
+    closing: AtomicBool,
+    /// Open follow streams, bounded by `MAX_FOLLOWERS`.
+    followers: AtomicUsize,
+}
+
+/// Most log follow streams open at once on a node.
+pub const MAX_FOLLOWERS: usize = 200;
+
+/// One open follow stream; dropping it frees the place.
+pub struct FollowerSlot(Arc<RequestLog>);
+
+impl Drop for FollowerSlot {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl RequestLog {
@@ -100,6 +116,8 @@ impl RequestLog {
             written: Arc::new(Notify::new()),
             spilled: Mutex::new(HashMap::new()),
             settings,
+            closing: AtomicBool::new(false),
+            followers: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&log);
         tokio::spawn(run(rx, weak, store, quotas));
@@ -155,6 +173,26 @@ impl RequestLog {
     /// Records waiting to be written.
     pub fn queued(&self) -> usize {
         self.capacity - self.tx.capacity()
+    }
+
+    /// A place for one more follow stream, unless `MAX_FOLLOWERS` are open.
+    pub fn follower_slot(self: &Arc<Self>) -> Option<FollowerSlot> {
+        let n = self.followers.fetch_add(1, Ordering::SeqCst);
+        if n >= MAX_FOLLOWERS {
+            self.followers.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(FollowerSlot(self.clone()))
+    }
+
+    /// The server is shutting down: follow streams end (so that connections can close).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.written.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Waits until everything handed over before this call is written.
@@ -280,6 +318,11 @@ async fn write(
             Err(e) => {
                 tracing::error!(error = %e, records = count, "request log records lost");
                 log.counters.lost.fetch_add(count, Ordering::Relaxed);
+                // They will never be in the database: stop counting them as pending.
+                for (project, n) in handed {
+                    quotas.handed_over(&project, n);
+                }
+                return;
             }
         }
     }

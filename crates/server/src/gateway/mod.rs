@@ -278,7 +278,10 @@ async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Respons
             seen.deny("quota_exceeded");
             return quota_exceeded(limit, retry_after_secs);
         }
-        Err(e) => return ApiError::from(CoreError::from(e)).into_response(),
+        Err(e) => {
+            seen.deny("internal_error");
+            return ApiError::from(CoreError::from(e)).into_response();
+        }
     }
     // Answers that list tools are cut down to the tools this token may call: for any request
     // that asks for tools/list (batches included), and for GET streams, which may replay one.

@@ -42,17 +42,29 @@ impl Seen {
                 self.tool_calls = items.iter().filter(|m| is_call(m)).count() as u32;
             }
             m => {
-                self.method = m.get("method").and_then(Value::as_str).map(String::from);
+                self.method = m.get("method").and_then(Value::as_str).map(clip);
                 if is_call(m) {
-                    self.tool = m
-                        .pointer("/params/name")
-                        .and_then(Value::as_str)
-                        .map(String::from);
+                    self.tool = m.pointer("/params/name").and_then(Value::as_str).map(clip);
                     self.tool_calls = 1;
                 }
             }
         }
     }
+}
+
+/// Longest method or tool name recorded: they come from the client, and they key the metrics.
+const MAX_NAME: usize = 128;
+
+/// A client-supplied name, cut to `MAX_NAME` bytes on a character boundary.
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_NAME {
+        return s.to_string();
+    }
+    let mut end = MAX_NAME;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Records the request when its answer is complete; returns the answer to send.

@@ -10,15 +10,15 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use ezforge_core::service::{LogFilter, MetricsWindow};
-use ezforge_core::telemetry::{RequestLog, RequestRow, encode_cursor, parse_time};
-use ezforge_core::{CoreError, Store};
+use ezforge_core::telemetry::writer::FollowerSlot;
+use ezforge_core::telemetry::{RequestRow, encode_cursor, parse_time};
+use ezforge_core::{CoreError, Principal};
 use ezforge_proto::{
     ApiErrorBody, AuditPage, Decision, Environment, ProjectUsage, Quota, RequestLogPage,
     ServerMetrics, SetQuotaRequest,
 };
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -99,7 +99,8 @@ pub async fn server_logs(
             .into());
         }
         let since = filter.since_ms.unwrap_or_else(|| state.core.now_ms());
-        return Ok(follow(&state, server.id, since, filter).into_response());
+        let stream = follow(&state, caller.principal, server.id, since, filter)?;
+        return Ok(stream.into_response());
     }
     let (records, next_cursor) = state.core.server_logs(&server, &filter).await?;
     Ok(Json(RequestLogPage {
@@ -109,61 +110,92 @@ pub async fn server_logs(
     .into_response())
 }
 
-/// Records from other nodes may be written up to this long after later ones from this node,
-/// so each poll looks this far back and skips what it already sent.
+/// Chunks from other nodes may be written up to this long after later ones from this node,
+/// so each poll looks this far back and skips the chunks it already read.
 const FOLLOW_OVERLAP_MS: i64 = 3_000;
+/// A follower checks again this often that its key or session still may read the log.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(30);
+/// Following starts at most this far back.
+const FOLLOW_MAX_BACK_MS: i64 = 3_600_000;
+/// Chunks read per poll.
+const FOLLOW_CHUNKS: u32 = 20;
 
 struct Follower {
-    store: Arc<dyn Store>,
-    log: Arc<RequestLog>,
+    state: AppState,
+    principal: Principal,
     server_id: String,
     filter: LogFilter,
     /// Nothing before this is sent: when following started, or `since`.
     start_ms: i64,
-    /// Oldest time still to be read.
+    /// The newest chunk time read so far.
     from_ms: i64,
-    /// Sent records by id, with their time, for the overlap.
-    sent: HashMap<String, i64>,
+    /// Chunks already read, with their newest record's time (chunks never change).
+    seen: HashMap<String, i64>,
     ready: VecDeque<RequestRow>,
+    checked: std::time::Instant,
+    _slot: FollowerSlot,
 }
 
 impl Follower {
     fn matches(&self, r: &RequestRow) -> bool {
-        self.filter
-            .tool
-            .as_ref()
-            .is_none_or(|t| r.tool.as_ref() == Some(t))
+        r.at_ms >= self.start_ms
+            && self
+                .filter
+                .tool
+                .as_ref()
+                .is_none_or(|t| r.tool.as_ref() == Some(t))
             && self.filter.decision.is_none_or(|d| r.decision == d)
             && self.filter.status.is_none_or(|s| r.status == s)
     }
 
-    /// The next record to send, waiting for one as long as needed.
-    async fn next(&mut self) -> Result<RequestRow, CoreError> {
+    /// The next record to send, waiting for one as long as needed; `None` when the server is
+    /// shutting down.
+    async fn next(&mut self) -> Result<Option<RequestRow>, CoreError> {
         loop {
             if let Some(r) = self.ready.pop_front() {
-                return Ok(r);
+                return Ok(Some(r));
+            }
+            if self.state.requests.is_closing() {
+                return Ok(None);
+            }
+            if self.checked.elapsed() >= FOLLOW_RECHECK {
+                // A revoked key, an ended session or a lost membership ends the stream.
+                self.principal = self.state.core.refresh_principal(&self.principal).await?;
+                self.state
+                    .core
+                    .telemetry_server(&self.principal, &self.server_id)
+                    .await?;
+                self.checked = std::time::Instant::now();
             }
             let since = (self.from_ms - FOLLOW_OVERLAP_MS).max(self.start_ms);
-            let rows = self
-                .store
-                .request_records_since(&self.server_id, since, 500)
+            let except: Vec<String> = self
+                .seen
+                .iter()
+                .filter(|(_, at)| **at >= since)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let chunks = self
+                .state
+                .core
+                .store()
+                .request_chunks_since(&self.server_id, since, &except, FOLLOW_CHUNKS)
                 .await?;
-            let full = rows.len() == 500;
-            for r in rows {
-                self.from_ms = self.from_ms.max(r.at_ms);
-                if self.sent.contains_key(&r.id) {
-                    continue;
-                }
-                self.sent.insert(r.id.clone(), r.at_ms);
-                if self.matches(&r) {
-                    self.ready.push_back(r);
-                }
+            let full = chunks.len() == FOLLOW_CHUNKS as usize;
+            for (id, last_at, records) in chunks {
+                self.seen.insert(id, last_at);
+                self.from_ms = self.from_ms.max(last_at);
+                let fresh: Vec<RequestRow> =
+                    records.into_iter().filter(|r| self.matches(r)).collect();
+                self.ready.extend(fresh);
             }
             let horizon = self.from_ms - 2 * FOLLOW_OVERLAP_MS;
-            self.sent.retain(|_, at| *at >= horizon);
+            self.seen.retain(|_, at| *at >= horizon);
             if self.ready.is_empty() && !full {
                 // Woken by this node's next write; other nodes' writes are seen within a second.
-                self.log.wait_for_write(Duration::from_secs(1)).await;
+                self.state
+                    .requests
+                    .wait_for_write(Duration::from_secs(1))
+                    .await;
             }
         }
     }
@@ -171,24 +203,36 @@ impl Follower {
 
 fn follow(
     state: &AppState,
+    principal: Principal,
     server_id: String,
     since_ms: i64,
     filter: LogFilter,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>> + use<>> {
+) -> Result<
+    Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>> + use<>>,
+    ApiError,
+> {
+    let slot = state
+        .requests
+        .follower_slot()
+        .ok_or(CoreError::RateLimited { retry_after: 10 })?;
+    let now = state.core.now_ms();
+    let start = since_ms.max(now - FOLLOW_MAX_BACK_MS);
     let follower = Follower {
-        store: state.core.store().clone(),
-        log: state.requests.clone(),
+        state: state.clone(),
+        principal,
         server_id,
         filter,
-        start_ms: since_ms,
-        from_ms: since_ms,
-        sent: HashMap::new(),
+        start_ms: start,
+        from_ms: start,
+        seen: HashMap::new(),
         ready: VecDeque::new(),
+        checked: std::time::Instant::now(),
+        _slot: slot,
     };
     let stream = futures_util::stream::unfold(Some(follower), |f| async move {
         let mut f = f?;
         match f.next().await {
-            Ok(r) => {
+            Ok(Some(r)) => {
                 let event = Event::default()
                     .event("record")
                     .id(encode_cursor(r.at_ms, &r.id))
@@ -196,16 +240,25 @@ fn follow(
                     .unwrap_or_else(|_| Event::default().comment("unencodable record"));
                 Some((Ok(event), Some(f)))
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "following the request log stopped");
+            Ok(None) => {
                 let event = Event::default()
-                    .event("error")
-                    .data("the request log cannot be read; reconnect to resume");
+                    .event("end")
+                    .data("the server is shutting down; reconnect to resume");
+                Some((Ok(event), None))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "following the request log stopped");
+                let event = Event::default().event("error").data(match e {
+                    CoreError::Internal(_) => {
+                        "the request log cannot be read; reconnect to resume".to_string()
+                    }
+                    other => format!("following stopped: {other}"),
+                });
                 Some((Ok(event), None))
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
