@@ -64,6 +64,8 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish, and waits.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
+        // Follow streams of the request log never end by themselves: end them first.
+        self.requests.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -247,10 +249,12 @@ pub async fn start_with_clock(
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let state_for_oauth = state.clone();
+    let state_for_dashboard = state.clone();
     let (v1, _) = routes::v1(state);
     Router::new()
         .merge(v1)
         .merge(crate::oauth::router().with_state(state_for_oauth))
+        .merge(crate::dashboard::router().with_state(state_for_dashboard))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
@@ -327,7 +331,9 @@ fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>, retention_days: i64) {
                 tracing::warn!(error = %e, "authorization server housekeeping failed");
             }
             if minutes.is_multiple_of(60) {
-                let before = core.now_ms() - retention_days.max(1) * 86_400_000;
+                let before = core
+                    .now_ms()
+                    .saturating_sub(retention_days.max(1).saturating_mul(86_400_000));
                 match core.store().purge_telemetry(before).await {
                     Ok(n) if n > 0 => tracing::info!(records = n, "purged old request records"),
                     Ok(_) => {}

@@ -183,7 +183,9 @@ pub async fn decide(
 fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
-            if n.starts_with("/authorize?")
+            if (n.starts_with("/authorize?")
+                || n == "/dashboard"
+                || n.starts_with("/dashboard/"))
                 && !n
                     .chars()
                     .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>

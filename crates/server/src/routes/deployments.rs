@@ -26,8 +26,20 @@ pub async fn deploy(
     Path(server): Path<String>,
     ApiJson(req): ApiJson<CreateDeploymentRequest>,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let deployment = deploy_checked(&state, &caller.principal, &server, &req).await?;
+    Ok((StatusCode::CREATED, Json(deployment.to_api(true))))
+}
+
+/// A deploy as the API and the dashboard make it: access, validation, the health check
+/// (unless forced), sealed credentials, then the switch.
+pub(crate) async fn deploy_checked(
+    state: &AppState,
+    principal: &ezforge_core::Principal,
+    server: &str,
+    req: &CreateDeploymentRequest,
+) -> Result<ezforge_core::model::DeploymentRow, ApiError> {
     // Access first, so that nobody can make the gateway probe URLs for a server they cannot touch.
-    state.core.find_server(&caller.principal, &server).await?;
+    state.core.find_server(principal, server).await?;
     let url = validate_upstream(&req.upstream_url)?;
     let timeout_ms = validate_timeout(req.timeout_ms)?;
     let sealed = upstream::seal_headers(&state.master, &req.headers)
@@ -44,10 +56,10 @@ pub async fn deploy(
         timeout_ms,
         health,
     };
-    let (_, deployment) = state.core.deploy(&caller.principal, &server, new).await?;
+    let (_, deployment) = state.core.deploy(principal, server, new).await?;
     // The gateway routes to the new deployment from the next request on.
     state.routes.invalidate_all();
-    Ok((StatusCode::CREATED, Json(deployment.to_api(true))))
+    Ok(deployment)
 }
 
 /// A server's deployment history, newest first.

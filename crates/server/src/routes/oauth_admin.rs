@@ -188,14 +188,25 @@ pub async fn revoke_grant(
         .core
         .get_server(&caller.principal, &project, &server)
         .await?;
+    let grant = revoke_grant_audited(&state, &caller.principal, &server, &grant_id).await?;
+    Ok(Json(grant_api(grant, None)))
+}
+
+/// Revokes one of the server's grants and records who did.
+pub(crate) async fn revoke_grant_audited(
+    state: &AppState,
+    principal: &ezforge_core::Principal,
+    server: &ezforge_core::model::ServerRow,
+    grant_id: &str,
+) -> Result<ezforge_core::oauth::model::GrantRow, ApiError> {
     let grant = state
         .oauth
-        .revoke_grant(&server.id, &grant_id)
+        .revoke_grant(&server.id, grant_id)
         .await?
         .ok_or(CoreError::NotFound("grant"))?;
     audit(
-        &state,
-        &caller.principal,
+        state,
+        principal,
         &server.project_id,
         "grant.revoke",
         &grant.id,
@@ -203,7 +214,7 @@ pub async fn revoke_grant(
         serde_json::json!({ "server_id": server.id, "user_id": grant.user_id, "client_id": grant.client_id }),
     )
     .await;
-    Ok(Json(grant_api(grant, None)))
+    Ok(grant)
 }
 
 async fn audit(
