@@ -210,7 +210,7 @@ pub async fn run(args: &ServeArgs) -> CliResult {
     // must not stop the server, so write errors are ignored.
     let url = &server.public_url;
     let mut banner = format!(
-        "ezForge {} listening on {url}\n  database: {} ({db})\n  API:      {url}/v1  (OpenAPI: {url}/v1/openapi.json)\n",
+        "ezForge {} listening on {url}\n  database: {} ({db})\n  API:      {url}/v1  (OpenAPI: {url}/v1/openapi.json)\n  dashboard: {url}/dashboard\n",
         env!("CARGO_PKG_VERSION"),
         server.backend,
     );
