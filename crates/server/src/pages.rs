@@ -44,6 +44,13 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer` (the API's default): under it browsers send `Origin: null` on the
+    // page's own form posts, and the consent form's origin check would refuse every browser.
+    // `same-origin` still sends nothing to other sites, so no code or URL leaks.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     resp
 }
 

@@ -80,6 +80,9 @@ ezforge_testkit::backend_tests! {
         assert_eq!(resp.status(), 200);
         let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
         assert!(csp.contains("frame-ancestors 'none'"));
+        // Under `no-referrer` browsers post the consent form with `Origin: null`, which the
+        // origin check refuses: the page must not use it.
+        assert_eq!(resp.headers()["referrer-policy"], "same-origin");
         let page = resp.text().await.unwrap();
         for text in ["Test Client", "127.0.0.1:33418", "Demo", &resource, "Call tools that modify state", "refresh tokens"] {
             assert!(page.contains(text), "consent page lacks {text}");

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/dashboard/static/app.css", get(static_css))
         .route("/dashboard/static/app.js", get(static_js))
+        .route("/dashboard/static/favicon.svg", get(static_icon))
         .route("/dashboard/projects", post(projects::create_project))
         .route("/dashboard/projects/{project}", get(projects::project))
         .route(
@@ -314,6 +315,10 @@ async fn static_js() -> Response {
         "text/javascript; charset=utf-8",
         include_str!("../../static/app.js"),
     )
+}
+
+async fn static_icon() -> Response {
+    static_file("image/svg+xml", include_str!("../../static/favicon.svg"))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
