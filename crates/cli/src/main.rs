@@ -13,6 +13,11 @@ use cli::{Cli, Command};
 use context::Ctx;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: the gateway allocates per request (headers, JSON,
+/// records), and glibc's `malloc`/`free` took about 12% of its profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
