@@ -25,7 +25,7 @@ main{max-width:28rem;margin:8vh auto;background:#fff;border:1px solid #d8dce2;bo
 h1{font-size:1.35rem;margin:0 0 1rem}p{line-height:1.5}label{display:block;margin:.9rem 0 .3rem;font-weight:600}\
 input[type=email],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #8a929c;border-radius:6px;font-size:1rem}\
 button{font-size:1rem;padding:.6rem 1.2rem;border-radius:6px;border:1px solid #1d4ed8;background:#1d4ed8;color:#fff;cursor:pointer;margin-top:1.2rem}\
-button.secondary{background:#fff;color:#1d4ed8;margin-left:.5rem}button:focus,input:focus{outline:3px solid #93b4f5;outline-offset:1px}\
+button.secondary{background:#fff;color:#1d4ed8;margin-left:.5rem}button:focus,input:focus{outline:3px solid #1d4ed8;outline-offset:2px}\
 .error{background:#fdecec;border:1px solid #e5a4a4;color:#8a1c1c;padding:.7rem;border-radius:6px}\
 ul.scopes{padding-left:1.2rem}ul.scopes li{margin:.4rem 0}code{background:#eef0f3;padding:.1rem .3rem;border-radius:4px;word-break:break-all}\
 .muted{color:#4a525c;font-size:.92rem}";

@@ -1,5 +1,7 @@
 // Copy buttons: <button data-copy="ID"> copies the text of the element with that id.
 // Everything else on the dashboard works without JavaScript.
+// The buttons are hidden until this script runs: without it they could not work.
+for (const b of document.querySelectorAll('button[data-copy]')) b.hidden = false;
 document.addEventListener('click', async (event) => {
   const button = event.target.closest('button[data-copy]');
   if (!button) return;
@@ -8,6 +10,7 @@ document.addEventListener('click', async (event) => {
   try {
     await navigator.clipboard.writeText(source.textContent.trim());
     button.textContent = 'Copied';
+    button.setAttribute('aria-live', 'polite');
   } catch {
     const range = document.createRange();
     range.selectNodeContents(source);

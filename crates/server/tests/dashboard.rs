@@ -219,18 +219,17 @@ async fn keys_are_shown_once_and_pages_escape_what_users_typed() {
     b.post("/dashboard/projects", &[("csrf", &csrf), ("name", "p1")])
         .await;
 
-    let (status, _, page) = b
-        .post(
-            "/dashboard/projects/p1/keys",
-            &[
-                ("csrf", &csrf),
-                ("name", "ci"),
-                ("environment", "live"),
-                ("scopes", "servers:read"),
-                ("scopes", "logs:read"),
-            ],
-        )
-        .await;
+    let (_, _, form) = b.get("/dashboard/projects/p1/keys").await;
+    let nonce = common::oauth::hidden(&form, "nonce");
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("nonce", nonce.as_str()),
+        ("name", "ci"),
+        ("environment", "live"),
+        ("scopes", "servers:read"),
+        ("scopes", "logs:read"),
+    ];
+    let (status, _, page) = b.post("/dashboard/projects/p1/keys", &create).await;
     assert_eq!(status, 200);
     let start =
         page.find("id=\"new-key-secret\">").expect("the secret") + "id=\"new-key-secret\">".len();
@@ -241,6 +240,59 @@ async fn keys_are_shown_once_and_pages_escape_what_users_typed() {
     assert_eq!(me.projects[0].name, "p1");
     let listed = t.as_key(secret).list_all_servers().await.unwrap();
     assert!(listed.servers.is_empty());
+    // A reload re-posts the form: no second key.
+    let (status, _, _) = b.post("/dashboard/projects/p1/keys", &create).await;
+    assert_eq!(status, 303);
+    let owner = t.as_session(
+        &t.client()
+            .login("owner@example.com", PASSWORD)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        owner.list_keys("p1").await.unwrap().keys.len(),
+        1,
+        "a reload does not create a second key"
+    );
+    // A deploy header line without a colon is refused without being repeated anywhere.
+    b.post(
+        "/dashboard/projects/p1/servers",
+        &[
+            ("csrf", &csrf),
+            ("name", "H"),
+            ("slug", "hdr"),
+            ("environment", "live"),
+        ],
+    )
+    .await;
+    let (status, h, _) = b
+        .post(
+            "/dashboard/servers/hdr/deploy",
+            &[
+                ("csrf", &csrf),
+                ("upstream_url", "http://127.0.0.1:9/mcp"),
+                ("headers", "Authorization Bearer supersecret"),
+                ("force", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let set: Vec<String> = h
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(set.iter().any(|c| c.starts_with("ezf_flash=")), "{set:?}");
+    assert!(set.iter().all(|c| !c.contains("supersecret")), "{set:?}");
+    // Unknown dashboard paths are HTML 404s with the dashboard's headers.
+    let (status, h, _) = b.get("/dashboard/nope/nothing").await;
+    assert_eq!(status, 404);
+    assert!(
+        h[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
     let (_, _, again) = b.get("/dashboard/projects/p1/keys").await;
     assert!(!again.contains(secret), "the secret is never shown again");
     assert!(again.contains("servers:read, logs:read"));

@@ -52,6 +52,14 @@ pub async fn signup_page(State(state): State<AppState>, headers: HeaderMap) -> R
 
 /// `POST /dashboard/signup`: creates the account, signs in, goes to the projects.
 pub async fn signup(State(state): State<AppState>, headers: HeaderMap, form: FormData) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && origin.trim_end_matches('/') != state.http.public_origin
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site.",
+        );
+    }
     let presented = form.get("csrf").unwrap_or_default();
     let expected = cookie(&headers, FORM_CSRF_COOKIE);
     if !expected.is_some_and(|e| secret::ct_eq(&e, presented)) {
@@ -69,7 +77,7 @@ pub async fn signup(State(state): State<AppState>, headers: HeaderMap, form: For
     {
         Ok(s) => {
             let max_age = s.row.expires_at - s.row.created_at;
-            let mut resp = see_other("/dashboard", None);
+            let mut resp = see_other("/dashboard");
             if let Ok(v) = session_cookie(&s.token, max_age, state.http.secure_cookies).parse() {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -98,11 +106,11 @@ pub async fn signup(State(state): State<AppState>, headers: HeaderMap, form: For
 
 /// `GET /dashboard/login`: the sign-in page, which comes back to the dashboard.
 pub async fn login_page() -> Response {
-    see_other("/login?next=/dashboard", None)
+    see_other("/login?next=/dashboard")
 }
 
 fn signed_out(state: &AppState) -> Response {
-    let mut resp = see_other("/dashboard/login", None);
+    let mut resp = see_other("/dashboard/login");
     if let Ok(v) = clear_session_cookie(state.http.secure_cookies).parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

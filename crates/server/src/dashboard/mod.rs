@@ -23,7 +23,7 @@ pub use form::FormData;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(projects::home))
-        .route("/dashboard/", get(projects::home))
+        .route("/dashboard/{*rest}", axum::routing::any(no_such_page))
         .route(
             "/dashboard/signup",
             get(account::signup_page).post(account::signup),
@@ -128,15 +128,19 @@ pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     resp
 }
 
-/// 303 to `to` (a path on this site), with an optional one-time message for the next page.
-pub(crate) fn see_other(to: &str, flash: Option<Flash>) -> Response {
+/// 303 to `to` (a path on this site).
+pub(crate) fn see_other(to: &str) -> Response {
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response();
-    if let Some(f) = flash
-        && let Ok(v) = HeaderValue::from_str(&f.cookie())
-    {
+    secure_headers(&mut resp);
+    resp
+}
+
+/// 303 to `to` with a one-time message for the next page.
+pub(crate) fn see_other_with(state: &AppState, to: &str, flash: Flash) -> Response {
+    let mut resp = see_other(to);
+    if let Ok(v) = HeaderValue::from_str(&flash.cookie(state.http.secure_cookies)) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
-    secure_headers(&mut resp);
     resp
 }
 
@@ -150,14 +154,17 @@ pub(crate) enum Flash {
 const FLASH_COOKIE: &str = "ezf_flash";
 
 impl Flash {
-    fn cookie(&self) -> String {
+    fn cookie(&self, secure: bool) -> String {
         let (kind, text) = match self {
             Flash::Notice(t) => ("n", t),
             Flash::Error(t) => ("e", t),
         };
         let value: String =
             url::form_urlencoded::byte_serialize(format!("{kind}:{text}").as_bytes()).collect();
-        format!("{FLASH_COOKIE}={value}; Path=/dashboard; HttpOnly; SameSite=Lax; Max-Age=60")
+        let secure = if secure { "; Secure" } else { "" };
+        format!(
+            "{FLASH_COOKIE}={value}; Path=/dashboard; HttpOnly; SameSite=Lax; Max-Age=60{secure}"
+        )
     }
 
     /// The message the previous response left, if any.
@@ -187,7 +194,7 @@ pub(crate) struct Viewer {
 impl Viewer {
     /// The signed-in user, or a redirect to the sign-in page.
     pub async fn of(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
-        let to_login = || see_other("/dashboard/login", None);
+        let to_login = || see_other("/dashboard/login");
         let token = cookie(headers, SESSION_COOKIE).ok_or_else(to_login)?;
         let principal = state
             .core
@@ -283,6 +290,7 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
 pub(crate) fn core_error(e: CoreError) -> Response {
     let status = match &e {
         CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Conflict(_) => StatusCode::CONFLICT,
         CoreError::Forbidden(_)
         | CoreError::ProjectMismatch
         | CoreError::EnvironmentMismatch { .. } => StatusCode::FORBIDDEN,
@@ -299,8 +307,30 @@ pub(crate) fn core_error(e: CoreError) -> Response {
 }
 
 /// After a failed form post: back to the page, with the error shown there.
-pub(crate) fn back_with_error(to: &str, e: impl std::fmt::Display) -> Response {
-    see_other(to, Some(Flash::Error(e.to_string())))
+pub(crate) fn back_with_error(state: &AppState, to: &str, e: impl std::fmt::Display) -> Response {
+    see_other_with(state, to, Flash::Error(e.to_string()))
+}
+
+/// Any other path under `/dashboard`: an HTML 404 with the dashboard's headers.
+async fn no_such_page() -> Response {
+    error_page(StatusCode::NOT_FOUND, "There is no such page.")
+}
+
+/// Forms that must not take effect twice (creating a key: a reload re-posts it) carry a
+/// one-time value; this node remembers the used ones for a day.
+pub(crate) fn first_use(nonce: &str) -> bool {
+    static USED: std::sync::OnceLock<moka::sync::Cache<String, ()>> = std::sync::OnceLock::new();
+    let used = USED.get_or_init(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(86_400))
+            .build()
+    });
+    let fresh = !used.contains_key(nonce);
+    if fresh {
+        used.insert(nonce.to_string(), ());
+    }
+    fresh
 }
 
 async fn static_css() -> Response {

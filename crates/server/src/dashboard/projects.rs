@@ -1,7 +1,7 @@
 //! Projects: the list, one project's servers, its API keys, members, usage and audit log.
 
 use super::views;
-use super::{Flash, FormData, Viewer, back_with_error, core_error, see_other, when};
+use super::{Flash, FormData, Viewer, back_with_error, core_error, see_other_with, when};
 use crate::routes::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,9 +26,17 @@ macro_rules! viewer {
 }
 pub(crate) use viewer;
 
-/// Path segment encoding for links built from names.
+/// Percent-encodes one path segment of a link built from a name.
 pub(crate) fn seg(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `GET /dashboard`: your projects, and a form for a new one.
@@ -61,11 +69,12 @@ pub async fn create_project(
     let v = viewer!(state, headers, form);
     let name = form.text("name").unwrap_or_default();
     match state.core.create_project(&v.principal, &name).await {
-        Ok(p) => see_other(
+        Ok(p) => see_other_with(
+            &state,
             &format!("/dashboard/projects/{}", seg(&p.name)),
-            Some(Flash::Notice(format!("Project {} created.", p.name))),
+            Flash::Notice(format!("Project {} created.", p.name)),
         ),
-        Err(e) => back_with_error("/dashboard", e),
+        Err(e) => back_with_error(&state, "/dashboard", e),
     }
 }
 
@@ -113,7 +122,7 @@ pub async fn create_server(
     let back = format!("/dashboard/projects/{}", seg(&project));
     let environment = match form.get("environment").map(str::parse::<Environment>) {
         Some(Ok(e)) => Some(e),
-        Some(Err(e)) => return back_with_error(&back, e),
+        Some(Err(e)) => return back_with_error(&state, &back, e),
         None => None,
     };
     let slug = form.text("slug").unwrap_or_default();
@@ -123,14 +132,15 @@ pub async fn create_server(
         .create_server(&v.principal, &project, &name, &slug, environment)
         .await
     {
-        Ok(s) => see_other(
+        Ok(s) => see_other_with(
+            &state,
             &format!("/dashboard/servers/{}", seg(&s.slug)),
-            Some(Flash::Notice(format!(
+            Flash::Notice(format!(
                 "Server {} created. Deploy it to send traffic to your MCP server.",
                 s.slug
-            ))),
+            )),
         ),
-        Err(e) => back_with_error(&back, e),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 
@@ -189,6 +199,7 @@ async fn keys_page(
             .iter()
             .map(|s| (s.as_str(), s.description()))
             .collect(),
+        nonce: ezforge_core::secret::random_token(),
     };
     v.render(StatusCode::OK, &page)
 }
@@ -213,19 +224,36 @@ pub async fn create_key(
 ) -> Response {
     let v = viewer!(state, headers, form);
     let back = format!("/dashboard/projects/{}/keys", seg(&project));
+    // A reload of the page that shows the new secret would post the form again: once only.
+    match form.text("nonce") {
+        Some(n) if super::first_use(&n) => {}
+        _ => {
+            return see_other_with(
+                &state,
+                &back,
+                Flash::Notice(
+                    "That form was already sent: the key was created, and its secret is not shown again.".into(),
+                ),
+            );
+        }
+    }
     let environment = match form
         .get("environment")
         .unwrap_or("live")
         .parse::<Environment>()
     {
         Ok(e) => e,
-        Err(e) => return back_with_error(&back, e),
+        Err(e) => return back_with_error(&state, &back, e),
     };
     let expires_at = match form.text("expires_days").map(|d| d.parse::<i64>()) {
         None => None,
         Some(Ok(d)) if (1..=3650).contains(&d) => Some(state.core.now() + d * 86_400),
         Some(_) => {
-            return back_with_error(&back, "Expires in days: a number from 1 to 3650, or empty.");
+            return back_with_error(
+                &state,
+                &back,
+                "Expires in days: a number from 1 to 3650, or empty.",
+            );
         }
     };
     let scopes = form.all("scopes");
@@ -237,7 +265,7 @@ pub async fn create_key(
     };
     match state.core.create_api_key(&v.principal, &project, new).await {
         Ok((_, secret)) => keys_page(&state, &v, &project, Some(secret)).await,
-        Err(e) => back_with_error(&back, e),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 
@@ -289,11 +317,12 @@ pub async fn revoke_key(
         .revoke_api_key(&v.principal, &project, &key)
         .await
     {
-        Ok(k) => see_other(
+        Ok(k) => see_other_with(
+            &state,
             &back,
-            Some(Flash::Notice(format!("Key {} revoked.", k.name))),
+            Flash::Notice(format!("Key {} revoked.", k.name)),
         ),
-        Err(e) => back_with_error(&back, e),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 
@@ -304,14 +333,19 @@ pub async fn members(
     Path(project): Path<String>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let list = match state.core.list_members(&v.principal, &project).await {
+    let (p, role) = match state.core.get_project(&v.principal, &project).await {
+        Ok(p) => p,
+        Err(e) => return core_error(e),
+    };
+    let list = match state.core.list_members(&v.principal, &p.id).await {
         Ok(m) => m,
         Err(e) => return core_error(e),
     };
     let page = views::Members {
         l: v.layout("Members"),
-        project: project.clone(),
+        project: p.name.clone(),
         tab: "members",
+        is_owner: role == Some(Role::Owner),
         members: list
             .into_iter()
             .map(|(m, email)| views::MemberItem {
@@ -336,7 +370,7 @@ pub async fn add_member(
     let back = format!("/dashboard/projects/{}/members", seg(&project));
     let role = match form.get("role").unwrap_or("member").parse::<Role>() {
         Ok(r) => r,
-        Err(e) => return back_with_error(&back, e),
+        Err(e) => return back_with_error(&state, &back, e),
     };
     let email = form.text("email").unwrap_or_default();
     match state
@@ -344,8 +378,8 @@ pub async fn add_member(
         .add_member(&v.principal, &project, &email, role)
         .await
     {
-        Ok((_, email)) => see_other(&back, Some(Flash::Notice(format!("{email} added.")))),
-        Err(e) => back_with_error(&back, e),
+        Ok((_, email)) => see_other_with(&state, &back, Flash::Notice(format!("{email} added."))),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 
@@ -363,8 +397,8 @@ pub async fn remove_member(
         .remove_member(&v.principal, &project, &user)
         .await
     {
-        Ok(()) => see_other(&back, Some(Flash::Notice("Member removed.".into()))),
-        Err(e) => back_with_error(&back, e),
+        Ok(()) => see_other_with(&state, &back, Flash::Notice("Member removed.".into())),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 
@@ -425,15 +459,19 @@ pub async fn set_quota(
         None => None,
         Some(Ok(m)) if m > 0 => Some(m),
         Some(_) => {
-            return back_with_error(&back, "Requests per month: a positive number, or empty.");
+            return back_with_error(
+                &state,
+                &back,
+                "Requests per month: a positive number, or empty.",
+            );
         }
     };
     match state.core.set_quota(&v.principal, &project, monthly).await {
         Ok(q) => {
             state.quotas.forget(&q.project_id);
-            see_other(&back, Some(Flash::Notice("Quota saved.".into())))
+            see_other_with(&state, &back, Flash::Notice("Quota saved.".into()))
         }
-        Err(e) => back_with_error(&back, e),
+        Err(e) => back_with_error(&state, &back, e),
     }
 }
 

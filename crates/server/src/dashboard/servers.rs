@@ -3,7 +3,7 @@
 
 use super::projects::{seg, viewer};
 use super::views;
-use super::{Flash, FormData, Viewer, back_with_error, core_error, see_other, when};
+use super::{Flash, FormData, Viewer, back_with_error, core_error, see_other_with, when};
 use crate::routes::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -179,7 +179,7 @@ async fn update(
 ) -> Response {
     let s = match state.core.find_server(&v.principal, server).await {
         Ok(s) => s,
-        Err(e) => return back_with_error(&back(server), e),
+        Err(e) => return back_with_error(&state, &back(server), e),
     };
     match state
         .core
@@ -190,9 +190,9 @@ async fn update(
             // As the API does: a policy change may have revoked grants; routes changed.
             state.oauth.forget_grant_states();
             state.routes.invalidate_all();
-            see_other(&back(server), Some(Flash::Notice(done.into())))
+            see_other_with(&state, &back(server), Flash::Notice(done.into()))
         }
-        Err(e) => back_with_error(&back(server), e),
+        Err(e) => back_with_error(&state, &back(server), e),
     }
 }
 
@@ -268,11 +268,16 @@ pub async fn deploy(
 ) -> Response {
     let v = viewer!(state, headers, form);
     let mut header_map = std::collections::BTreeMap::new();
-    for line in form.lines("headers") {
+    for (n, line) in form.lines("headers").iter().enumerate() {
         let Some((k, val)) = line.split_once(':') else {
+            // Never repeat the line: it is probably a credential.
             return back_with_error(
+                &state,
                 &back(&server),
-                format!("The header line `{line}` must look like `Name: value`."),
+                format!(
+                    "Header line {} must look like `Name: value`; nothing was deployed.",
+                    n + 1
+                ),
             );
         };
         header_map.insert(k.trim().to_string(), val.trim().to_string());
@@ -284,11 +289,12 @@ pub async fn deploy(
         force: form.get("force") == Some("true"),
     };
     match crate::routes::deployments::deploy_checked(&state, &v.principal, &server, &req).await {
-        Ok(d) => see_other(
+        Ok(d) => see_other_with(
+            &state,
             &back(&server),
-            Some(Flash::Notice(format!("Deployed {}: {}", d.id, d.health))),
+            Flash::Notice(format!("Deployed {}: {}", d.id, d.health)),
         ),
-        Err(e) => back_with_error(&back(&server), e),
+        Err(e) => back_with_error(&state, &back(&server), e),
     }
 }
 
@@ -308,12 +314,13 @@ pub async fn rollback(
     {
         Ok((_, d)) => {
             state.routes.invalidate_all();
-            see_other(
+            see_other_with(
+                &state,
                 &back(&server),
-                Some(Flash::Notice(format!("Rolled back to {}.", d.id))),
+                Flash::Notice(format!("Rolled back to {}.", d.id)),
             )
         }
-        Err(e) => back_with_error(&back(&server), e),
+        Err(e) => back_with_error(&state, &back(&server), e),
     }
 }
 
@@ -327,15 +334,14 @@ pub async fn revoke_grant(
     let v = viewer!(state, headers, form);
     let s = match state.core.find_server(&v.principal, &server).await {
         Ok(s) => s,
-        Err(e) => return back_with_error(&back(&server), e),
+        Err(e) => return back_with_error(&state, &back(&server), e),
     };
     match crate::routes::oauth_admin::revoke_grant_audited(&state, &v.principal, &s, &grant).await {
-        Ok(_) => see_other(
+        Ok(_) => see_other_with(
+            &state,
             &back(&server),
-            Some(Flash::Notice(
-                "Access revoked: the client's tokens stop working now.".into(),
-            )),
+            Flash::Notice("Access revoked: the client's tokens stop working now.".into()),
         ),
-        Err(e) => back_with_error(&back(&server), e),
+        Err(e) => back_with_error(&state, &back(&server), e),
     }
 }

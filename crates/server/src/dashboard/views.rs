@@ -81,6 +81,8 @@ pub struct Keys {
     pub new_secret: Option<String>,
     /// (scope, description) for the checkboxes.
     pub scopes: Vec<(&'static str, &'static str)>,
+    /// One-time value of the creation form.
+    pub nonce: String,
 }
 
 #[derive(Template)]
@@ -108,6 +110,8 @@ pub struct Members {
     pub project: String,
     pub tab: &'static str,
     pub members: Vec<MemberItem>,
+    /// Owners see the forms that change membership.
+    pub is_owner: bool,
 }
 
 #[derive(Template)]

@@ -180,6 +180,13 @@ pub async fn decide(
 /// Where to go after signing in: only back to `/authorize?…` on this site, with no
 /// characters a browser would strip or reinterpret (tabs, newlines, backslashes, spaces), so
 /// `/\t/evil.example` cannot become `//evil.example`.
+/// No dot segments (plain or encoded) and no empty segments in the path, which a browser could
+/// resolve to another path (and one more redirect later, to another host).
+fn clean_path(next: &str) -> bool {
+    let path = next.split('?').next().unwrap_or_default();
+    !path.contains("..") && !path.to_ascii_lowercase().contains("%2e") && !path.contains("//")
+}
+
 fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
@@ -188,7 +195,8 @@ fn safe_next(next: Option<&str>) -> String {
                 || n.starts_with("/dashboard/"))
                 && !n
                     .chars()
-                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+                && clean_path(n) =>
         {
             n.to_string()
         }
@@ -214,10 +222,18 @@ mod tests {
             "/\\evil.example",
             "/authorize?\n",
             "/login",
+            "/dashboard/..//evil.example",
+            "/dashboard/%2E%2E/%2e%2e//evil.example",
+            "/dashboard//evil.example",
         ] {
             assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
         }
         assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some("/dashboard")), "/dashboard");
+        assert_eq!(
+            safe_next(Some("/dashboard/projects/p1")),
+            "/dashboard/projects/p1"
+        );
     }
 }
 
