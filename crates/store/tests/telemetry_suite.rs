@@ -211,3 +211,53 @@ impl Stored for RequestRow {
         }
     }
 }
+
+/// With the queue full, records are dropped and counted, and their usage still arrives.
+#[tokio::test]
+async fn a_full_queue_drops_records_but_not_usage() {
+    use ezforge_core::telemetry::{Quotas, RequestLog, RequestLogSettings};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let db = ezforge_testkit::TestDb::sqlite();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&db.url, 4).await.unwrap());
+    let quotas = Arc::new(Quotas::new(store.clone()));
+    let settings = RequestLogSettings {
+        queue_capacity: 2,
+        ..Default::default()
+    };
+    let log = RequestLog::start(store.clone(), quotas, settings);
+    // No await between hand-overs: the writer cannot drain, the queue overflows.
+    for n in 0..100 {
+        log.record(record(
+            n,
+            Environment::Live,
+            Some("echo"),
+            Decision::Allowed,
+            200,
+            "a",
+        ));
+    }
+    log.flush().await;
+    let dropped = log.counters.dropped.load(Ordering::Relaxed);
+    let written = log.counters.written.load(Ordering::Relaxed);
+    assert!(dropped >= 90, "dropped {dropped}");
+    assert_eq!(dropped + written, 100);
+    let stored = store
+        .request_records(&RecordQuery {
+            server_id: "srv_1".into(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, written);
+    let days = store
+        .usage_days("prj_1", None, "2026-11-26", "2026-11-26")
+        .await
+        .unwrap();
+    assert_eq!(
+        (days[0].requests, days[0].tool_calls),
+        (100, 100),
+        "usage counts every request"
+    );
+}
