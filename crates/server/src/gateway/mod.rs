@@ -76,6 +76,9 @@ async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Rou
     Ok(route)
 }
 
+/// Answers up to this size with a `Content-Length` are read whole before being sent on.
+const SMALL_ANSWER: u64 = 64 * 1024;
+
 /// Largest MCP request body the gateway accepts.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -674,6 +677,21 @@ async fn forward(
             }
         }
         Some(filter) if is_sse => filter.sse(resp.bytes_stream()),
+        // A small JSON answer of known length: read whole, so it goes out as one body of known
+        // size (no stream to poll, and the request log knows its size at once).
+        _ if !is_sse && resp.content_length().is_some_and(|n| n <= SMALL_ANSWER) => {
+            match resp.bytes().await {
+                Ok(bytes) => Body::from(bytes),
+                Err(_) => {
+                    return rpc_error(
+                        StatusCode::BAD_GATEWAY,
+                        Value::Null,
+                        -32603,
+                        "the upstream answer broke off",
+                    );
+                }
+            }
+        }
         // Streamed as it arrives: SSE events reach the client without buffering.
         _ => Body::from_stream(resp.bytes_stream()),
     };
