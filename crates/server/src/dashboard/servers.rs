@@ -179,7 +179,7 @@ async fn update(
 ) -> Response {
     let s = match state.core.find_server(&v.principal, server).await {
         Ok(s) => s,
-        Err(e) => return back_with_error(&state, &back(server), e),
+        Err(e) => return back_with_error(state, &back(server), e),
     };
     match state
         .core
@@ -190,9 +190,9 @@ async fn update(
             // As the API does: a policy change may have revoked grants; routes changed.
             state.oauth.forget_grant_states();
             state.routes.invalidate_all();
-            see_other_with(&state, &back(server), Flash::Notice(done.into()))
+            see_other_with(state, &back(server), Flash::Notice(done.into()))
         }
-        Err(e) => back_with_error(&state, &back(server), e),
+        Err(e) => back_with_error(state, &back(server), e),
     }
 }
 
