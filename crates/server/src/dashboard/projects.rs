@@ -26,6 +26,17 @@ macro_rules! viewer {
 }
 pub(crate) use viewer;
 
+/// The value of a domain call, or (from the handler) the page that says what went wrong.
+macro_rules! or_page {
+    ($call:expr) => {
+        match $call {
+            Ok(v) => v,
+            Err(e) => return super::core_error(e),
+        }
+    };
+}
+pub(crate) use or_page;
+
 /// Percent-encodes one path segment of a link built from a name.
 pub(crate) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -42,10 +53,7 @@ pub(crate) fn seg(s: &str) -> String {
 /// `GET /dashboard`: your projects, and a form for a new one.
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let v = viewer!(state, headers);
-    let projects = match state.core.list_projects(&v.principal).await {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
+    let projects = or_page!(state.core.list_projects(&v.principal).await);
     let page = views::Projects {
         l: v.layout("Projects"),
         projects: projects
@@ -85,14 +93,8 @@ pub async fn project(
     Path(project): Path<String>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let (p, _) = match state.core.get_project(&v.principal, &project).await {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
-    let servers = match state.core.list_servers(&v.principal, &p.id, None).await {
-        Ok(s) => s,
-        Err(e) => return core_error(e),
-    };
+    let (p, _) = or_page!(state.core.get_project(&v.principal, &project).await);
+    let servers = or_page!(state.core.list_servers(&v.principal, &p.id, None).await);
     let page = views::Project {
         l: v.layout(&p.name),
         project: p.name.clone(),
@@ -150,14 +152,8 @@ async fn keys_page(
     project: &str,
     new_secret: Option<String>,
 ) -> Response {
-    let (p, _) = match state.core.get_project(&v.principal, project).await {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
-    let keys = match state.core.list_api_keys(&v.principal, &p.id).await {
-        Ok(k) => k,
-        Err(e) => return core_error(e),
-    };
+    let (p, _) = or_page!(state.core.get_project(&v.principal, project).await);
+    let keys = or_page!(state.core.list_api_keys(&v.principal, &p.id).await);
     let now = state.core.now();
     let mut emails = std::collections::HashMap::new();
     if let Ok(members) = state.core.list_members(&v.principal, &p.id).await {
@@ -276,10 +272,7 @@ pub async fn revoke_key_page(
     Path((project, key)): Path<(String, String)>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let keys = match state.core.list_api_keys(&v.principal, &project).await {
-        Ok(k) => k,
-        Err(e) => return core_error(e),
-    };
+    let keys = or_page!(state.core.list_api_keys(&v.principal, &project).await);
     let Some(k) = keys.into_iter().find(|k| k.id == key) else {
         return core_error(ezforge_core::CoreError::NotFound("API key"));
     };
@@ -333,14 +326,8 @@ pub async fn members(
     Path(project): Path<String>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let (p, role) = match state.core.get_project(&v.principal, &project).await {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
-    let list = match state.core.list_members(&v.principal, &p.id).await {
-        Ok(m) => m,
-        Err(e) => return core_error(e),
-    };
+    let (p, role) = or_page!(state.core.get_project(&v.principal, &project).await);
+    let list = or_page!(state.core.list_members(&v.principal, &p.id).await);
     let page = views::Members {
         l: v.layout("Members"),
         project: p.name.clone(),
@@ -409,18 +396,13 @@ pub async fn usage(
     Path(project): Path<String>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let (p, role) = match state.core.get_project(&v.principal, &project).await {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
-    let u = match state
-        .core
-        .project_usage(&v.principal, &p.id, None, None, None)
-        .await
-    {
-        Ok(u) => u,
-        Err(e) => return core_error(e),
-    };
+    let (p, role) = or_page!(state.core.get_project(&v.principal, &project).await);
+    let u = or_page!(
+        state
+            .core
+            .project_usage(&v.principal, &p.id, None, None, None)
+            .await
+    );
     let (quota, quota_value) = match &u.quota {
         Some(q) => (
             format!(
@@ -488,14 +470,12 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let page = match state
-        .core
-        .audit_log(&v.principal, &project, None, q.cursor.as_deref(), Some(100))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return core_error(e),
-    };
+    let page = or_page!(
+        state
+            .core
+            .audit_log(&v.principal, &project, None, q.cursor.as_deref(), Some(100))
+            .await
+    );
     let view = views::Audit {
         l: v.layout("Audit log"),
         project: project.clone(),

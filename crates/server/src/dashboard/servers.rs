@@ -1,7 +1,7 @@
 //! One server: its MCP URL, authentication, access and tool policies, deployments, connected
 //! clients, recent requests and a metrics chart; and the forms that change them.
 
-use super::projects::{seg, viewer};
+use super::projects::{or_page, seg, viewer};
 use super::views;
 use super::{Flash, FormData, Viewer, back_with_error, core_error, see_other_with, when};
 use crate::routes::AppState;
@@ -23,18 +23,11 @@ pub async fn server(
     Path(server): Path<String>,
 ) -> Response {
     let v = viewer!(state, headers);
-    let s = match state.core.find_server(&v.principal, &server).await {
-        Ok(s) => s,
-        Err(e) => return core_error(e),
-    };
-    let project = match state.core.get_project(&v.principal, &s.project_id).await {
-        Ok((p, _)) => p.name,
-        Err(e) => return core_error(e),
-    };
-    let deployments = match state.core.deployments(&v.principal, &s.id).await {
-        Ok((_, d)) => d,
-        Err(e) => return core_error(e),
-    };
+    let s = or_page!(state.core.find_server(&v.principal, &server).await);
+    let project = or_page!(state.core.get_project(&v.principal, &s.project_id).await)
+        .0
+        .name;
+    let deployments = or_page!(state.core.deployments(&v.principal, &s.id).await).1;
     let grants = match state.oauth.grants_of_server(&s.id).await {
         Ok(g) => g,
         Err(e) => return core_error(ezforge_core::CoreError::Internal(e.to_string())),
@@ -67,14 +60,8 @@ pub async fn server(
         limit: Some(20),
         ..Default::default()
     };
-    let requests = match state.core.server_logs(&s, &filter).await {
-        Ok((r, _)) => r,
-        Err(e) => return core_error(e),
-    };
-    let metrics = match state.core.server_metrics(&s, MetricsWindow::H1).await {
-        Ok(m) => m,
-        Err(e) => return core_error(e),
-    };
+    let requests = or_page!(state.core.server_logs(&s, &filter).await).0;
+    let metrics = or_page!(state.core.server_metrics(&s, MetricsWindow::H1).await);
     let max = metrics.series.iter().map(|p| p.requests).max().unwrap_or(0);
     let bars = metrics
         .series
