@@ -79,6 +79,8 @@ pub struct RequestLog {
     pub counters: Counters,
     /// Woken after every write, for followers of the log.
     written: Arc<Notify>,
+    /// Cuts the writer's batching wait short: a flush is waited for, or a batch is full.
+    wake_writer: Arc<Notify>,
     /// Usage of dropped records, carried into the next write.
     spilled: Mutex<HashMap<SpillKey, Spilled>>,
     pub settings: RequestLogSettings,
@@ -114,20 +116,26 @@ impl RequestLog {
             capacity: settings.queue_capacity.max(1),
             counters: Counters::default(),
             written: Arc::new(Notify::new()),
+            wake_writer: Arc::new(Notify::new()),
             spilled: Mutex::new(HashMap::new()),
             settings,
             closing: AtomicBool::new(false),
             followers: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&log);
-        tokio::spawn(run(rx, weak, store, quotas));
+        let wake_writer = log.wake_writer.clone();
+        tokio::spawn(run(rx, weak, wake_writer, store, quotas));
         log
     }
 
     /// Hands a record over; never waits.
     pub fn record(&self, row: RequestRow) {
         self.count(&row);
-        if let Err(e) = self.tx.try_send(Msg::Record(Box::new(row))) {
+        let sent = self.tx.try_send(Msg::Record(Box::new(row)));
+        if sent.is_ok() && self.queued() >= self.settings.max_batch {
+            self.wake_writer.notify_one();
+        }
+        if let Err(e) = sent {
             let row = match e {
                 mpsc::error::TrySendError::Full(Msg::Record(r))
                 | mpsc::error::TrySendError::Closed(Msg::Record(r)) => r,
@@ -199,6 +207,7 @@ impl RequestLog {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            self.wake_writer.notify_one();
             let _ = rx.await;
         }
     }
@@ -234,6 +243,7 @@ impl RequestLog {
 async fn run(
     mut rx: mpsc::Receiver<Msg>,
     log: std::sync::Weak<RequestLog>,
+    wake_writer: Arc<Notify>,
     store: Arc<dyn Store>,
     quotas: Arc<Quotas>,
 ) {
@@ -253,15 +263,17 @@ async fn run(
                 true
             }
         };
-        let mut flush_now = take(first, &mut records);
-        let deadline = tokio::time::Instant::now() + settings.flush_interval;
-        while !flush_now && records.len() < settings.max_batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(msg)) => flush_now = take(msg, &mut records),
-                _ => break,
+        let flush_now = take(first, &mut records);
+        // Sleep out the batching window instead of waiting on the queue: a writer that waits on
+        // the queue is woken by every record, and that wake-up (often on another thread) cost
+        // the gateway more than the write. A full batch or a flush cuts the window short.
+        if !flush_now && rx.len() + 1 < settings.max_batch {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.flush_interval) => {}
+                _ = wake_writer.notified() => {}
             }
         }
-        // A flush also takes whatever else is already queued.
+        // Whatever is queued by now (a flush also takes everything queued before it).
         while records.len() < settings.max_batch {
             match rx.try_recv() {
                 Ok(msg) => {
