@@ -516,6 +516,10 @@ pub struct ServeArgs {
     /// [default: 16384].
     #[arg(long, env = "EZFORGE_REQUEST_LOG_QUEUE", value_name = "N")]
     pub request_log_queue: Option<usize>,
+    /// Threads serving HTTP connections; each connection stays on one of them
+    /// [default: one per CPU core].
+    #[arg(long, env = "EZFORGE_HTTP_THREADS", value_name = "N")]
+    pub http_threads: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, env = "EZFORGE_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,

@@ -41,6 +41,7 @@ struct FileConfig {
     request_log_retention_days: Option<i64>,
     request_log_queue: Option<usize>,
     metrics_listen: Option<SocketAddr>,
+    http_threads: Option<usize>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -160,6 +161,12 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
         r.queue_capacity = v;
     }
     config.metrics_listen = pick!(metrics_listen);
+    if let Some(n) = pick!(http_threads) {
+        if n == 0 {
+            return Err(CliError::Usage("--http-threads must be positive".into()));
+        }
+        config.http_threads = n;
+    }
     let log_format = pick!(log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         return Err(CliError::Usage(format!(

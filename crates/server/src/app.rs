@@ -5,7 +5,8 @@ use crate::extract::BodyLimit;
 use crate::routes::{self, AppState};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderValue, Request, header};
+use axum::response::Response;
 use ezforge_core::oauth::{OAuth, OAuthSettings};
 use ezforge_core::{Clock, Core, SystemClock};
 use ezforge_store::SqlStore;
@@ -15,7 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,13 +177,12 @@ pub async fn start_with_clock(
         quotas.clone(),
         config.request_log.clone(),
     );
-    let state = AppState {
+    let state = AppState::new(routes::Shared {
         requests: requests.clone(),
         quotas,
         core: core.clone(),
         oauth: oauth.clone(),
         master: master_for_state,
-        upstream: crate::upstream::client(),
         byoa: byoa_verifier,
         routes: crate::gateway::route_cache(),
         identities: moka::sync::Cache::builder()
@@ -191,7 +190,7 @@ pub async fn start_with_clock(
             .time_to_live(Duration::from_secs(30))
             .build(),
         http: Arc::new(http),
-    };
+    });
     let demo = if config.demo {
         Some(
             crate::demo::prepare(&state, &config.data_dir, &public_url)
@@ -201,11 +200,12 @@ pub async fn start_with_clock(
     } else {
         None
     };
+    let state_for_front = state.clone();
     let mut app = router(state.clone(), config.max_body_bytes);
     if config.demo {
         app = app.merge(crate::demo::routes().with_state(state));
     }
-    let app = with_host_routing(app, oauth.clone());
+    let app = front(app, state_for_front);
 
     spawn_housekeeping(
         core.clone(),
@@ -221,16 +221,10 @@ pub async fn start_with_clock(
         None => None,
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let threads = config.http_threads;
+    let task = tokio::spawn(crate::listener::serve(listener, app, threads, async move {
+        let _ = rx.await;
+    }));
     Ok(RunningServer {
         addr,
         public_url,
@@ -258,37 +252,59 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("x-frame-options"),
-            HeaderValue::from_static("DENY"),
-        ))
+        .layer(axum::middleware::map_response(|mut resp: Response| async move {
+            default_headers(resp.headers_mut());
+            resp
+        }))
         // Spans carry the method and path only: never headers (credentials) or query strings.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
 }
 
+/// Headers every answer carries unless its handler set them: nothing is cached, sniffed,
+/// framed or sent on as a referrer.
+pub fn default_headers(headers: &mut axum::http::HeaderMap) {
+    let defaults = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// The front of the application. `/mcp/{slug}` goes straight to the gateway, skipping the
+/// router and its layers: it is the hot path, and it records each request itself.
 /// Host-based routing: a request to `{slug}.{mcp domain}` is served as `/mcp/{slug}`, and its
-/// `/.well-known/oauth-protected-resource` as that server's metadata. Other hosts go through
-/// unchanged.
-pub fn with_host_routing(inner: Router, oauth: Arc<OAuth>) -> Router {
+/// `/.well-known/oauth-protected-resource` as that server's metadata. Everything else goes
+/// to the router.
+pub fn front(inner: Router, state: AppState) -> Router {
     use tower::ServiceExt;
     Router::new().fallback_service(tower::service_fn(move |mut req: axum::extract::Request| {
         let inner = inner.clone();
-        let oauth = oauth.clone();
+        let state = state.clone();
         async move {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_ascii_lowercase)
-                .or_else(|| req.uri().authority().map(|a| a.to_string()));
-            if let Some(slug) = host.as_deref().and_then(|h| oauth.slug_of_host(h)) {
+            let host = state.oauth.has_mcp_domain().then(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_ascii_lowercase)
+                    .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            });
+            if let Some(slug) = host
+                .flatten()
+                .as_deref()
+                .and_then(|h| state.oauth.slug_of_host(h))
+            {
                 let path = match req.uri().path() {
-                    "/" | "/mcp" => Some(format!("/mcp/{slug}")),
+                    "/" | "/mcp" => {
+                        return Ok(gateway_answer(&state, slug, req).await);
+                    }
                     "/.well-known/oauth-protected-resource" => {
                         Some(format!("/.well-known/oauth-protected-resource/mcp/{slug}"))
                     }
@@ -303,9 +319,19 @@ pub fn with_host_routing(inner: Router, oauth: Arc<OAuth>) -> Router {
                     *req.uri_mut() = uri;
                 }
             }
+            if let Some(slug) = crate::gateway::slug_of_path(req.uri().path()) {
+                let slug = slug.to_string();
+                return Ok(gateway_answer(&state, &slug, req).await);
+            }
             inner.oneshot(req).await
         }
     }))
+}
+
+async fn gateway_answer(state: &AppState, slug: &str, req: axum::extract::Request) -> Response {
+    let mut resp = crate::gateway::serve(state, slug, req).await;
+    default_headers(resp.headers_mut());
+    resp
 }
 
 /// `scheme://host[:port]` without a trailing slash or path.

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub request_log: ezforge_core::telemetry::RequestLogSettings,
     /// Serve Prometheus metrics on this address (`/metrics`); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Threads serving HTTP connections (see `listener`); default one per core.
+    pub http_threads: usize,
 }
 
 /// Authorization server lifetimes (seconds) and limits; defaults are the documentation's.
@@ -88,6 +90,7 @@ impl ServerConfig {
             oauth: OAuthConfig::default(),
             request_log: Default::default(),
             metrics_listen: None,
+            http_threads: crate::listener::default_threads(),
         }
     }
 

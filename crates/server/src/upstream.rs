@@ -11,12 +11,53 @@ const MAX_HEALTH_BODY: usize = 256 * 1024;
 
 /// The client for upstream traffic: no redirects (an upstream answers, it does not send us
 /// elsewhere), HTTP/1.1 and 2, pooled.
+pub const USER_AGENT: &str = concat!("ezforge-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// The client the gateway forwards with: hyper's, used directly (reqwest's conveniences cost
+/// the hot path a URL parse and a service stack per request). One per thread, so that an
+/// upstream connection is driven by the thread whose requests use it (see `listener`): a pool
+/// shared between threads would hand every answer across threads.
+pub type GatewayClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    axum::body::Body,
+>;
+
+pub fn gateway_client() -> Result<GatewayClient, String> {
+    thread_local! {
+        static CLIENT: Result<GatewayClient, String> = build_gateway_client();
+    }
+    CLIENT.with(Clone::clone)
+}
+
+fn build_gateway_client() -> Result<GatewayClient, String> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    // Upstreams are verified like reqwest does it: the platform's trust store.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| e.to_string())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https),
+    )
+}
+
+/// The client deploys health-check upstreams with.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("ezforge-gateway/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
         .unwrap_or_default()
 }

@@ -190,6 +190,11 @@ impl OAuth {
         (!slug.is_empty() && !slug.contains(['/', '.', ':', '@', '?', '#'])).then_some(slug)
     }
 
+    /// Whether servers are also reached at `{slug}.{mcp domain}`.
+    pub fn has_mcp_domain(&self) -> bool {
+        self.settings.mcp_domain.is_some()
+    }
+
     /// The slug a request's `Host` names under the MCP domain, if any.
     pub fn slug_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
         let domain = self.settings.mcp_domain.as_deref()?;

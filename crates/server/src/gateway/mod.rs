@@ -10,8 +10,9 @@ use crate::routes::AppState;
 use crate::upstream;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ezforge_core::CoreError;
 use ezforge_core::mcp_scope::{self, Needs};
@@ -49,7 +50,41 @@ fn challenge(state: &AppState, slug: &str, error: Option<&str>) -> Response {
 /// (`RouteCache::forget`); on other nodes it takes effect within the entry's lifetime.
 pub struct Route {
     pub server: ezforge_core::model::ServerRow,
-    pub deployment: Option<DeploymentRow>,
+    /// The active deployment, if any.
+    pub active: Option<Active>,
+    /// The server's canonical resource URI: the audience its tokens must name.
+    pub resource: String,
+}
+
+pub struct Active {
+    pub deployment: DeploymentRow,
+    /// Its upstream, parsed and with its credentials opened once per route lookup rather than
+    /// once per request; `Err` says why it cannot be used.
+    pub upstream: Result<Upstream, String>,
+}
+
+/// Where a deployment's traffic goes, ready to use.
+pub struct Upstream {
+    pub uri: axum::http::Uri,
+    /// The deployment's own headers (credentials), decrypted.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Upstream {
+    fn open(state: &AppState, deployment: &DeploymentRow) -> Result<Upstream, String> {
+        let uri = deployment
+            .upstream_url
+            .parse::<axum::http::Uri>()
+            .map_err(|e| e.to_string())?;
+        let stored = upstream::open_headers(&state.master, deployment.credentials.as_deref())?;
+        let mut headers = Vec::with_capacity(stored.len());
+        for (name, value) in &stored {
+            let name = HeaderName::try_from(name.as_str()).map_err(|e| e.to_string())?;
+            let value = HeaderValue::try_from(value.as_str()).map_err(|e| e.to_string())?;
+            headers.push((name, value));
+        }
+        Ok(Upstream { uri, headers })
+    }
 }
 
 pub type RouteCache = moka::sync::Cache<String, Option<std::sync::Arc<Route>>>;
@@ -67,8 +102,19 @@ async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Rou
     }
     let route = match state.core.store().server_by_slug(slug).await? {
         Some(server) => {
-            let deployment = state.core.active_deployment(&server).await?;
-            Some(std::sync::Arc::new(Route { server, deployment }))
+            let active = state
+                .core
+                .active_deployment(&server)
+                .await?
+                .map(|deployment| Active {
+                    upstream: Upstream::open(state, &deployment),
+                    deployment,
+                });
+            Some(std::sync::Arc::new(Route {
+                server,
+                active,
+                resource: state.oauth.resource_uri(slug),
+            }))
         }
         None => None,
     };
@@ -87,53 +133,49 @@ fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Respons
     (status, Json(body)).into_response()
 }
 
-/// Any method on `/mcp/{slug}`: check the token, check each JSON-RPC message's scope, forward;
-/// then record what happened in the request log.
+/// The router's `/mcp/{slug}` route. Most requests never get here: the front service hands
+/// `/mcp/{slug}` straight to [`serve`] (see `app::front`); this catches the rest (a
+/// percent-encoded slug, say), so that both ways behave alike.
 pub async fn endpoint(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    serve(&state, &slug, req).await
+}
+
+/// Any method on `/mcp/{slug}`: check the token, check each JSON-RPC message's scope, forward;
+/// then record what happened in the request log.
+pub async fn serve(state: &AppState, slug: &str, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let http_method = method.as_str().to_string();
+    let (parts, body) = req.into_parts();
     let mut seen = Seen::default();
-    let req = Incoming {
-        slug: &slug,
-        method,
-        uri,
-        headers: &headers,
-        body,
-    };
-    let resp = handle(&state, req, &mut seen).await;
+    let resp = handle(state, slug, &parts, body, &mut seen).await;
     record::finish(
         &state.requests,
         &state.core,
         seen,
-        &http_method,
+        parts.method.as_str(),
         started,
         resp,
     )
 }
 
-struct Incoming<'a> {
-    slug: &'a str,
-    method: Method,
-    uri: Uri,
-    headers: &'a HeaderMap,
-    body: Body,
+/// The slug of a `/mcp/{slug}` path, when it can name a server as it stands (slugs are
+/// DNS-safe, so anything percent-encoded goes through the router instead).
+pub fn slug_of_path(path: &str) -> Option<&str> {
+    let slug = path.strip_prefix("/mcp/")?;
+    (!slug.is_empty() && !slug.contains(['/', '%'])).then_some(slug)
 }
 
-async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Response {
-    let Incoming {
-        slug,
-        method,
-        uri,
-        headers,
-        body,
-    } = req;
+async fn handle(
+    state: &AppState,
+    slug: &str,
+    parts: &Parts,
+    body: Body,
+    seen: &mut Seen,
+) -> Response {
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let route = match route(state, slug).await {
         Ok(Some(route)) => route,
         Ok(None) => return ApiError::NoRoute(format!("/mcp/{slug}")).into_response(),
@@ -161,11 +203,11 @@ async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Respons
         seen.deny("invalid_token");
         return challenge(state, slug, Some("invalid_request"));
     };
-    let resource = state.oauth.resource_uri(slug);
+    let resource = &route.resource;
     let claims = match &server.byoa {
         Some(byoa) => match state
             .byoa
-            .verify(token, &byoa.issuer, &byoa.jwks_uri, &resource)
+            .verify(token, &byoa.issuer, &byoa.jwks_uri, resource)
             .await
         {
             Ok(c) => AccessClaims {
@@ -185,11 +227,7 @@ async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Respons
                 return challenge(state, slug, Some("invalid_token"));
             }
         },
-        None => match state
-            .oauth
-            .verify_access_token(token, Some(&resource))
-            .await
-        {
+        None => match state.oauth.verify_access_token(token, Some(resource)).await {
             Ok(claims) => claims,
             Err(_) => {
                 seen.deny("invalid_token");
@@ -200,19 +238,33 @@ async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Respons
     seen.subject = Some(claims.sub.clone());
     seen.client_id = Some(claims.client_id.clone());
     seen.token_id = Some(record::token_id(&claims.jti, token));
-    let deployment = match &route.deployment {
-        Some(d) => d,
-        None => {
-            seen.deny("no_deployment");
+    let Some(Active {
+        deployment,
+        upstream,
+    }) = &route.active
+    else {
+        seen.deny("no_deployment");
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Value::Null,
+            -32603,
+            &format!("server `{slug}` has no active deployment"),
+        );
+    };
+    seen.deployment_id = Some(deployment.id.clone());
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::error!(deployment_id = %deployment.id, error = %e, "cannot use the deployment's upstream");
+            seen.deny("internal_error");
             return rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::BAD_GATEWAY,
                 Value::Null,
                 -32603,
-                &format!("server `{slug}` has no active deployment"),
+                "the gateway cannot use this deployment's upstream or credentials",
             );
         }
     };
-    seen.deployment_id = Some(deployment.id.clone());
     let payload = if method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
@@ -300,13 +352,13 @@ async fn handle(state: &AppState, req: Incoming<'_>, seen: &mut Seen) -> Respons
         granted: claims.scope.clone(),
     });
     let out = Outgoing {
-        method,
+        method: method.clone(),
         headers,
         body: payload.map(|(bytes, _)| bytes),
         filter,
         token,
     };
-    forward(state, deployment, &claims, out).await
+    forward(state, deployment, upstream, &claims, out).await
 }
 
 /// 429 for a project past its monthly quota: which quota, and when it resets.
@@ -503,10 +555,13 @@ impl ToolsFilter {
     }
 
     /// Rewrites the `data:` lines of an SSE chunk stream, line by line, as they arrive.
-    fn sse(
+    fn sse<E>(
         self,
-        upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-    ) -> Body {
+        upstream: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Body
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         use futures_util::StreamExt;
         let pending = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
         let tail = pending.clone();
@@ -563,6 +618,7 @@ struct Outgoing<'a> {
 async fn forward(
     state: &AppState,
     deployment: &DeploymentRow,
+    upstream: &Upstream,
     claims: &AccessClaims,
     out: Outgoing<'_>,
 ) -> Response {
@@ -573,19 +629,6 @@ async fn forward(
         filter,
         token,
     } = out;
-    let credentials = match upstream::open_headers(&state.master, deployment.credentials.as_deref())
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(deployment_id = %deployment.id, error = %e, "cannot open upstream credentials");
-            return rpc_error(
-                StatusCode::BAD_GATEWAY,
-                Value::Null,
-                -32603,
-                "the gateway cannot use this deployment's credentials",
-            );
-        }
-    };
     // One identity JWT per token and upstream, reused for half its minute: signing on every
     // request would cost more than everything else the gateway does.
     let identity_key = ezforge_core::secret::hash(&format!("{token}\n{}", deployment.upstream_url));
@@ -602,7 +645,10 @@ async fn forward(
             Err(e) => return ApiError::from(e).into_response(),
         },
     };
-    let mut req = state.upstream.request(method, &deployment.upstream_url);
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(upstream.uri.clone())
+        .header(header::USER_AGENT, upstream::USER_AGENT);
     for (name, value) in headers {
         // The MCP headers (session, protocol version, and the 2026-07-28 Mcp-Method, Mcp-Name,
         // Mcp-Param-*) and a few content headers; nothing else.
@@ -610,8 +656,8 @@ async fn forward(
             req = req.header(name, value.clone());
         }
     }
-    for (k, v) in &credentials {
-        req = req.header(k.as_str(), v.as_str());
+    for (name, value) in &upstream.headers {
+        req = req.header(name, value.clone());
     }
     // Set last, so that neither the client nor a stored header can forge them.
     req = req
@@ -619,11 +665,29 @@ async fn forward(
         .header("x-ezforge-client-id", &claims.client_id)
         .header("x-ezforge-scopes", &claims.scope)
         .header("x-ezforge-identity", identity);
-    if let Some(body) = body {
-        req = req.body(body);
-    }
+    let Ok(req) = req.body(body.map(Body::from).unwrap_or_else(Body::empty)) else {
+        // A subject or client id no header can carry.
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Value::Null,
+            -32603,
+            "the request could not be passed on to the upstream MCP server",
+        );
+    };
+    let client = match upstream::gateway_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the gateway's upstream client cannot be set up");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the gateway cannot reach upstream MCP servers",
+            );
+        }
+    };
     let timeout = Duration::from_millis(deployment.timeout_ms.max(100) as u64);
-    let resp = match tokio::time::timeout(timeout, req.send()).await {
+    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => {
             return rpc_error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -643,30 +707,24 @@ async fn forward(
         }
         Ok(Ok(resp)) => resp,
     };
-    let mut out = Response::builder().status(resp.status().as_u16());
+    let (parts, incoming) = resp.into_parts();
+    let mut out = Response::builder().status(parts.status);
     for name in FORWARDED_RESPONSE_HEADERS {
-        if let Some(v) = resp.headers().get(name) {
-            out = out.header(name, v.as_bytes());
+        if let Some(v) = parts.headers.get(name) {
+            out = out.header(name, v.clone());
         }
     }
-    let is_sse = resp
-        .headers()
+    let is_sse = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    let length = http_body::Body::size_hint(&incoming).exact();
     let body = match filter {
         // A JSON answer to tools/list is small: read it whole, filter, send.
-        Some(filter) if !is_sse && resp.status().is_success() => {
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(_) => {
-                    return rpc_error(
-                        StatusCode::BAD_GATEWAY,
-                        Value::Null,
-                        -32603,
-                        "the upstream answer broke off",
-                    );
-                }
+        Some(filter) if !is_sse && parts.status.is_success() => {
+            let Ok(bytes) = whole(incoming).await else {
+                return broke_off();
             };
             match serde_json::from_slice::<Value>(&bytes)
                 .ok()
@@ -676,24 +734,15 @@ async fn forward(
                 None => Body::from(bytes),
             }
         }
-        Some(filter) if is_sse => filter.sse(resp.bytes_stream()),
+        Some(filter) if is_sse => filter.sse(Body::new(incoming).into_data_stream()),
         // A small JSON answer of known length: read whole, so it goes out as one body of known
         // size (no stream to poll, and the request log knows its size at once).
-        _ if !is_sse && resp.content_length().is_some_and(|n| n <= SMALL_ANSWER) => {
-            match resp.bytes().await {
-                Ok(bytes) => Body::from(bytes),
-                Err(_) => {
-                    return rpc_error(
-                        StatusCode::BAD_GATEWAY,
-                        Value::Null,
-                        -32603,
-                        "the upstream answer broke off",
-                    );
-                }
-            }
-        }
-        // Streamed as it arrives: SSE events reach the client without buffering.
-        _ => Body::from_stream(resp.bytes_stream()),
+        _ if !is_sse && length.is_some_and(|n| n <= SMALL_ANSWER) => match whole(incoming).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(_) => return broke_off(),
+        },
+        // Passed through as it arrives: SSE events reach the client without buffering.
+        _ => Body::new(incoming),
     };
     out.body(body).unwrap_or_else(|_| {
         rpc_error(
@@ -703,4 +752,17 @@ async fn forward(
             "the upstream answer could not be relayed",
         )
     })
+}
+
+async fn whole(body: hyper::body::Incoming) -> Result<Bytes, hyper::Error> {
+    Ok(http_body_util::BodyExt::collect(body).await?.to_bytes())
+}
+
+fn broke_off() -> Response {
+    rpc_error(
+        StatusCode::BAD_GATEWAY,
+        Value::Null,
+        -32603,
+        "the upstream answer broke off",
+    )
 }

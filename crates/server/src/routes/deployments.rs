@@ -44,12 +44,12 @@ pub(crate) async fn deploy_checked(
     let timeout_ms = validate_timeout(req.timeout_ms)?;
     let sealed = upstream::seal_headers(&state.master, &req.headers)
         .map_err(|m| CoreError::invalid("headers", m))?;
-    let health = match upstream::health_check(&state.upstream, &url, &req.headers, timeout_ms).await
-    {
-        Ok(ok) => ok,
-        Err(reason) if req.force => format!("forced: {reason}"),
-        Err(reason) => return Err(ApiError::UpstreamUnhealthy(reason)),
-    };
+    let health =
+        match upstream::health_check(&upstream::client(), &url, &req.headers, timeout_ms).await {
+            Ok(ok) => ok,
+            Err(reason) if req.force => format!("forced: {reason}"),
+            Err(reason) => return Err(ApiError::UpstreamUnhealthy(reason)),
+        };
     let new = NewDeployment {
         upstream_url: url,
         sealed_credentials: sealed,

@@ -21,14 +21,29 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// What every handler shares. One reference count per request (axum clones the state for each
+/// handler): the fields live behind a single `Arc`, reached through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub core: Arc<Core>,
     pub oauth: Arc<ezforge_core::oauth::OAuth>,
     /// Seals upstream credentials.
     pub master: Arc<ezforge_core::crypto::MasterKey>,
-    /// The client the gateway forwards with and deploys health-check with.
-    pub upstream: reqwest::Client,
     /// Identity JWTs for upstreams, by token and upstream, for 30 s of their 60.
     pub identities: moka::sync::Cache<String, String>,
     /// Servers and their active deployments, as the gateway routes them.

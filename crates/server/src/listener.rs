@@ -1,0 +1,147 @@
+//! Serving connections on per-core threads. One task accepts; each accepted connection is
+//! handed, round-robin, to one of N threads, each running its own single-threaded runtime, and
+//! stays there. A connection's requests, its upstream calls (through that thread's own upstream
+//! client, see `upstream::client`) and their wake-ups then all happen on one thread.
+//!
+//! Why not tokio's work-stealing runtime, as `axum::serve` uses: a proxied request wakes
+//! several tasks (the connection, the upstream connection, the handler), and on a work-stealing
+//! runtime those wake-ups cross threads — a futex wake and an inter-processor interrupt each.
+//! On the gateway benchmark that cost more than the gateway's own work; see
+//! docs/benchmarks.md for the figures.
+//!
+//! Connections are long-lived (keep-alive, SSE), so the hand-over costs once per connection.
+//! Shutdown is graceful: stop accepting, let every connection finish what it is answering,
+//! then end the threads.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// How many serving threads to run when not configured: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Accepts on `listener` and serves `app` on `threads` threads until `shutdown` completes;
+/// then waits for the connections to finish and the threads to end.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    threads: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut workers = Vec::new();
+    let mut ended = Vec::new();
+    for i in 0..threads.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
+        let (done, end) = oneshot::channel::<()>();
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name(format!("ezforge-http-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(worker(rx, app)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a serving thread's runtime")
+                    }
+                }
+                let _ = done.send(());
+            })?;
+        workers.push(tx);
+        ended.push(end);
+    }
+    tokio::pin!(shutdown);
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Small JSON-RPC answers must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand a connection over");
+                        continue;
+                    }
+                };
+                // A thread that is gone (its runtime failed to start) loses the connection:
+                // it is closed, and the next one goes to the next thread.
+                let _ = workers[next % workers.len()].send((stream, peer));
+                next = next.wrapping_add(1);
+            }
+            // Per-connection failures (the peer reset before accept) are the peer's problem.
+            Err(e) if is_connection_error(&e) => {}
+            // Out of file descriptors, say: wait a little rather than spin.
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    drop(listener);
+    drop(workers);
+    for end in ended {
+        let _ = end.await;
+    }
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// One serving thread: serves the connections it is handed until the acceptor stops, then
+/// lets them finish.
+async fn worker(mut connections: mpsc::UnboundedReceiver<Accepted>, app: Router) {
+    let graceful = GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    while let Some((stream, peer)) = connections.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a connection over");
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |mut req: axum::http::Request<Incoming>| {
+                // What `into_make_service_with_connect_info` would have added.
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            },
+        ));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
