@@ -7,7 +7,9 @@
 //! (d) ezForge's gateway: token check, scope check, forwarding.
 //!
 //! `bash scripts/bench-gateway.sh` (installs haproxy and wrk from Debian when missing).
-//! BENCH_SECONDS (default 8), BENCH_CONNECTIONS (32).
+//! BENCH_SECONDS (default 8), BENCH_CONNECTIONS (32), BENCH_ROUNDS (3): every target is measured
+//! once per round, rounds interleaved, and the table shows each column's median — on two cores
+//! shared by wrk, HAProxy and ezForge a single run moves by ±15%.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -262,6 +264,7 @@ fn wrk(dir: &Path, url: &str, token: &str, seconds: u64, connections: u64) -> Wr
 fn main() {
     let seconds = env_u64("BENCH_SECONDS", 8);
     let connections = env_u64("BENCH_CONNECTIONS", 32);
+    let rounds = env_u64("BENCH_ROUNDS", 3).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -360,22 +363,43 @@ fn main() {
             format!("{url_off}/mcp/bench"),
         ),
     ];
-    // Warm up every target briefly, then measure.
-    let mut rows = Vec::new();
-    for (name, target) in &targets {
-        let token = if target.starts_with(&url_off) {
-            &token_off
-        } else {
-            &token
-        };
-        let _ = wrk(dir.path(), target, token, 1, connections);
-        rows.push((*name, wrk(dir.path(), target, token, seconds, connections)));
+    // Each round warms every target up briefly, then measures it.
+    let mut runs: Vec<Vec<Wrk>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        for (i, (_, target)) in targets.iter().enumerate() {
+            let token = if target.starts_with(&url_off) {
+                &token_off
+            } else {
+                &token
+            };
+            let _ = wrk(dir.path(), target, token, 1, connections);
+            runs[i].push(wrk(dir.path(), target, token, seconds, connections));
+        }
     }
+    let median = |values: Vec<f64>| {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rows: Vec<(&str, Wrk)> = targets
+        .iter()
+        .zip(&runs)
+        .map(|((name, _), runs)| {
+            let w = Wrk {
+                rps: median(runs.iter().map(|w| w.rps).collect()),
+                p50_ms: median(runs.iter().map(|w| w.p50_ms).collect()),
+                p99_ms: median(runs.iter().map(|w| w.p99_ms).collect()),
+                non2xx: runs.iter().map(|w| w.non2xx).sum(),
+            };
+            (*name, w)
+        })
+        .collect();
     let base = rows[0].1.p99_ms;
     let (b, c) = (rows[1].1.rps, rows[2].1.rps);
     println!();
     println!(
-        "gateway benchmark: wrk -t2 -c{connections} -d{seconds}s, POST tools/call with a valid ES256 token on every request"
+        "gateway benchmark: wrk -t2 -c{connections} -d{seconds}s, POST tools/call with a valid ES256 token on every request; medians of {rounds} interleaved rounds"
     );
     println!("| target | requests/s | p50 ms | p99 ms | p99 added over (a) ms | non-2xx |");
     println!("|---|---|---|---|---|---|");
@@ -388,6 +412,12 @@ fn main() {
             w.p99_ms - base,
             w.non2xx
         );
+    }
+    println!();
+    println!("requests/s in each round:");
+    for ((name, _), runs) in targets.iter().zip(&runs) {
+        let each: Vec<String> = runs.iter().map(|w| format!("{:.0}", w.rps)).collect();
+        println!("  {name}: {}", each.join(", "));
     }
     let (d, e) = (rows[3].1.rps, rows[4].1.rps);
     println!();

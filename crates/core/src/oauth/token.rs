@@ -47,6 +47,22 @@ pub struct AccessClaims {
     pub gid: String,
 }
 
+/// A bearer token as presented, with its SHA-256 (hex): computed once per request, it keys
+/// every cache the token is looked up in; the token itself is never kept.
+pub struct Presented<'a> {
+    pub token: &'a str,
+    pub hash: String,
+}
+
+impl<'a> Presented<'a> {
+    pub fn new(token: &'a str) -> Self {
+        Presented {
+            token,
+            hash: secret::hash(token),
+        }
+    }
+}
+
 const REFRESH_SUCCESSOR: &str = "ezforge-refresh-successor-v1";
 
 /// The S256 PKCE challenge of `verifier` (RFC 7636 §4.2).
@@ -318,9 +334,21 @@ impl OAuth {
         token: &str,
         resource: Option<&str>,
     ) -> Result<AccessClaims, OAuthError> {
+        self.verify_presented(&Presented::new(token), resource)
+            .await
+            .map(|c| (*c).clone())
+    }
+
+    /// `verify_access_token` for a token whose hash the caller keeps for other uses (the
+    /// gateway keys its identity cache and request records with it), sharing the claims.
+    pub async fn verify_presented(
+        &self,
+        presented: &Presented<'_>,
+        resource: Option<&str>,
+    ) -> Result<std::sync::Arc<AccessClaims>, OAuthError> {
         let invalid = |m: &str| OAuthError::InvalidGrant(m.to_string());
-        let key = secret::hash(token);
-        let claims = match self.verified.get(&key) {
+        let (token, key) = (presented.token, &presented.hash);
+        let claims = match self.verified.get(key) {
             Some(claims) => claims,
             None => {
                 let verified = crate::jwt::verify(token, |kid| self.find_jwk(kid))
@@ -334,7 +362,7 @@ impl OAuth {
                     return Err(invalid("wrong issuer"));
                 }
                 let claims = std::sync::Arc::new(claims);
-                self.verified.insert(key, claims.clone());
+                self.verified.insert(key.clone(), claims.clone());
                 claims
             }
         };
@@ -348,7 +376,7 @@ impl OAuth {
         if !self.grant_live(&claims.gid).await? {
             return Err(invalid("the grant was revoked"));
         }
-        Ok((*claims).clone())
+        Ok(claims)
     }
 
     /// Forgets every remembered grant state: after revocations made outside this service

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use ezforge_core::CoreError;
 use ezforge_core::mcp_scope::{self, Needs};
 use ezforge_core::model::DeploymentRow;
-use ezforge_core::oauth::token::AccessClaims;
+use ezforge_core::oauth::token::{AccessClaims, Presented};
 use ezforge_core::telemetry::QuotaCheck;
 use record::Seen;
 use serde_json::{Value, json};
@@ -204,13 +204,14 @@ async fn handle(
         return challenge(state, slug, Some("invalid_request"));
     };
     let resource = &route.resource;
+    let presented = Presented::new(token);
     let claims = match &server.byoa {
         Some(byoa) => match state
             .byoa
             .verify(token, &byoa.issuer, &byoa.jwks_uri, resource)
             .await
         {
-            Ok(c) => AccessClaims {
+            Ok(c) => std::sync::Arc::new(AccessClaims {
                 iss: byoa.issuer.clone(),
                 sub: c.sub,
                 aud: resource.clone(),
@@ -220,14 +221,18 @@ async fn handle(
                 iat: 0,
                 exp: c.exp,
                 gid: String::new(),
-            },
+            }),
             Err(reason) => {
                 tracing::info!(server = %slug, %reason, "BYOA token refused");
                 seen.deny("invalid_token");
                 return challenge(state, slug, Some("invalid_token"));
             }
         },
-        None => match state.oauth.verify_access_token(token, Some(resource)).await {
+        None => match state
+            .oauth
+            .verify_presented(&presented, Some(resource))
+            .await
+        {
             Ok(claims) => claims,
             Err(_) => {
                 seen.deny("invalid_token");
@@ -237,7 +242,7 @@ async fn handle(
     };
     seen.subject = Some(claims.sub.clone());
     seen.client_id = Some(claims.client_id.clone());
-    seen.token_id = Some(record::token_id(&claims.jti, token));
+    seen.token_id = Some(record::token_id(&claims.jti, &presented));
     let Some(Active {
         deployment,
         upstream,
@@ -356,7 +361,7 @@ async fn handle(
         headers,
         body: payload.map(|(bytes, _)| bytes),
         filter,
-        token,
+        token: &presented,
     };
     forward(state, deployment, upstream, &claims, out).await
 }
@@ -612,7 +617,7 @@ struct Outgoing<'a> {
     body: Option<Bytes>,
     filter: Option<ToolsFilter>,
     /// The client's token: only to key the identity JWT cache, never forwarded.
-    token: &'a str,
+    token: &'a Presented<'a>,
 }
 
 async fn forward(
@@ -629,9 +634,9 @@ async fn forward(
         filter,
         token,
     } = out;
-    // One identity JWT per token and upstream, reused for half its minute: signing on every
+    // One identity JWT per token and deployment, reused for half its minute: signing on every
     // request would cost more than everything else the gateway does.
-    let identity_key = ezforge_core::secret::hash(&format!("{token}\n{}", deployment.upstream_url));
+    let identity_key = format!("{}\n{}", token.hash, deployment.id);
     let identity = match state.identities.get(&identity_key) {
         Some(t) => t,
         None => match state

@@ -5,6 +5,7 @@
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
 use ezforge_core::Core;
+use ezforge_core::oauth::token::Presented;
 use ezforge_core::telemetry::{RequestLog, RequestRow};
 use ezforge_proto::{Decision, Environment};
 use serde_json::Value;
@@ -163,9 +164,9 @@ impl Drop for Pending {
 
 /// A token's identifier for the log: its `jti` when it has one, else the first 16 hex digits of
 /// its SHA-256 (enough to tell tokens apart, useless for using one).
-pub fn token_id(jti: &str, token: &str) -> String {
+pub fn token_id(jti: &str, token: &Presented<'_>) -> String {
     if jti.is_empty() {
-        let h = ezforge_core::secret::hash(token);
+        let h = &token.hash;
         format!("sha256:{}", &h[..16.min(h.len())])
     } else {
         jti.to_string()

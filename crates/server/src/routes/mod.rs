@@ -44,7 +44,7 @@ pub struct Shared {
     pub oauth: Arc<ezforge_core::oauth::OAuth>,
     /// Seals upstream credentials.
     pub master: Arc<ezforge_core::crypto::MasterKey>,
-    /// Identity JWTs for upstreams, by token and upstream, for 30 s of their 60.
+    /// Identity JWTs for upstreams, by token hash and deployment, for 30 s of their 60.
     pub identities: moka::sync::Cache<String, String>,
     /// Servers and their active deployments, as the gateway routes them.
     pub routes: crate::gateway::RouteCache,
