@@ -4,7 +4,9 @@
 //! (a) a minimal upstream directly (HAProxy answering a fixed JSON-RPC result itself),
 //! (b) HAProxy as a plain proxy in front of it,
 //! (c) HAProxy with `jwt_verify` on the same ES256 token,
-//! (d) ezForge's gateway: token check, scope check, forwarding.
+//! (d) ezForge's gateway: token check, scope check, forwarding (and (e), its request log off),
+//! (f) a bare hyper proxy with no checks at all, served the way ezForge serves (per-core
+//!     threads, a hyper client per thread): what hyper itself costs on this machine.
 //!
 //! `bash scripts/bench-gateway.sh` (installs haproxy and wrk from Debian when missing).
 //! BENCH_SECONDS (default 8), BENCH_CONNECTIONS (32), BENCH_ROUNDS (3): every target is measured
@@ -362,6 +364,10 @@ fn main() {
             "(e) ezForge gateway, request log off",
             format!("{url_off}/mcp/bench"),
         ),
+        (
+            "(f) bare hyper proxy, no checks",
+            format!("http://{}/mcp", bare_proxy(&upstream_url)),
+        ),
     ];
     // Each round warms every target up briefly, then measures it.
     let mut runs: Vec<Vec<Wrk>> = targets.iter().map(|_| Vec::new()).collect();
@@ -419,7 +425,7 @@ fn main() {
         let each: Vec<String> = runs.iter().map(|w| format!("{:.0}", w.rps)).collect();
         println!("  {name}: {}", each.join(", "));
     }
-    let (d, e) = (rows[3].1.rps, rows[4].1.rps);
+    let (d, e, f) = (rows[3].1.rps, rows[4].1.rps, rows[5].1.rps);
     println!();
     println!(
         "(d)/(c) = {:.2}× (target ≥ 3×); (d)/(b) = {:.2}× (target ≥ 1×); p99 added by (d) = {:.2} ms (target ≤ 1 ms)",
@@ -428,8 +434,10 @@ fn main() {
         rows[3].1.p99_ms - base
     );
     println!(
-        "request log on vs off: (d)/(e) = {:.2} (target ≥ 0.90)",
-        d / e
+        "request log on vs off: (d)/(e) = {:.2} (target ≥ 0.90); the gateway against a bare hyper proxy: (d)/(f) = {:.2}, and that proxy against HAProxy: (f)/(b) = {:.2}",
+        d / e,
+        d / f,
+        f / b
     );
 }
 
@@ -451,4 +459,78 @@ fn start_ezforge(data: &Path, extra: &[&str]) -> (Proc, String) {
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let url = line.trim().rsplit(' ').next().expect("url").to_string();
     (Proc(child), url)
+}
+
+/// A proxy that forwards every request to `upstream` and does nothing else, on per-core
+/// threads with a hyper client each, like ezForge's serving threads. Returns its address.
+fn bare_proxy(upstream: &str) -> std::net::SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::client::legacy::{Client, connect::HttpConnector};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+    async fn forward(
+        client: Upstream,
+        upstream: hyper::Uri,
+        req: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let mut out = hyper::Request::builder().method(parts.method).uri(upstream);
+        for name in ["content-type", "accept"] {
+            if let Some(v) = parts.headers.get(name) {
+                out = out.header(name, v);
+            }
+        }
+        let resp = client.request(out.body(Full::new(body))?).await?;
+        let (parts, body) = resp.into_parts();
+        Ok(hyper::Response::from_parts(
+            parts,
+            Full::new(body.collect().await?.to_bytes()),
+        ))
+    }
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let upstream: hyper::Uri = upstream.parse().expect("upstream uri");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut senders = Vec::new();
+    for _ in 0..threads {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        senders.push(tx);
+        let upstream = upstream.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
+                while let Some(stream) = rx.recv().await {
+                    let stream = tokio::net::TcpStream::from_std(stream).expect("stream");
+                    let (client, upstream) = (client.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            forward(client.clone(), upstream.clone(), req)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+    }
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_nonblocking(true);
+            let _ = senders[i % senders.len()].send(stream);
+        }
+    });
+    addr
 }

@@ -54,6 +54,11 @@ async fn upstream(seen: Seen) -> String {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 StatusCode::OK.into_response()
             }
+            Some("linger") => {
+                tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {"lingered": true}}))
+                    .into_response()
+            }
             _ => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {}})).into_response(),
         }
     }
@@ -236,6 +241,57 @@ ezforge_testkit::backend_tests! {
         let (status, _, body) = rpc(&resource, &exec, call("slow", json!({}))).await;
         assert_eq!(status, 504, "{body}");
         assert!(body.contains("did not answer in time"));
+    }
+
+    /// The gateway's answers carry the default headers (it is served in front of the router);
+    /// many connections at once are all served (three serving threads); a shutdown lets
+    /// requests in flight finish and then refuses new connections.
+    async fn serving_threads_headers_and_graceful_shutdown(db) {
+        let t = TestServer::start_with(db, |c| c.http_threads = 3).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let up = upstream(Seen::default()).await;
+        t.as_session(&owner)
+            .deploy("demo", &CreateDeploymentRequest { upstream_url: up, headers: Default::default(), timeout_ms: Some(5000), force: false })
+            .await
+            .unwrap();
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+
+        let challenge = http().post(&resource).json(&call("ping", json!({}))).send().await.unwrap();
+        assert_eq!(challenge.status(), 401);
+        let (status, h, _) = rpc(&resource, &exec, call("ping", json!({}))).await;
+        assert_eq!(status, 200);
+        for h in [challenge.headers(), &h] {
+            assert_eq!(h["cache-control"], "no-store");
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert_eq!(h["referrer-policy"], "no-referrer");
+            assert_eq!(h["x-frame-options"], "DENY");
+        }
+
+        // Many connections at once, spread over the threads, all answered.
+        let calls = (0..24).map(|_| {
+            let (resource, exec) = (resource.clone(), exec.clone());
+            tokio::spawn(async move {
+                // A client per call: a connection per call.
+                let c = reqwest::Client::new();
+                c.post(&resource).bearer_auth(&exec).json(&call("ping", json!({}))).send().await.unwrap().status().as_u16()
+            })
+        });
+        for status in futures::future::join_all(calls).await {
+            assert_eq!(status.unwrap(), 200);
+        }
+
+        // A request in flight when the shutdown starts still gets its answer.
+        let in_flight = tokio::spawn({
+            let (resource, exec) = (resource.clone(), exec.clone());
+            async move { rpc(&resource, &exec, call("linger", json!({}))).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let url = t.url.clone();
+        t.server.shutdown().await.expect("graceful shutdown");
+        let (status, _, body) = in_flight.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("lingered"), "{body}");
+        assert!(reqwest::Client::new().get(format!("{url}/v1/session")).send().await.is_err(), "no longer accepting");
     }
 }
 
