@@ -40,6 +40,8 @@ pub enum StartError {
     OAuth(String),
     #[error("demo set-up: {0}")]
     Demo(String),
+    #[error("cannot start the serving threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A server that is accepting connections.
@@ -221,8 +223,9 @@ pub async fn start_with_clock(
         None => None,
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let threads = config.http_threads;
-    let task = tokio::spawn(crate::listener::serve(listener, app, threads, async move {
+    let threads =
+        crate::listener::Threads::start(app, config.http_threads).map_err(StartError::Threads)?;
+    let task = tokio::spawn(threads.serve(listener, async move {
         let _ = rx.await;
     }));
     Ok(RunningServer {

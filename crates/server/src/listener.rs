@@ -33,75 +33,86 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Accepts on `listener` and serves `app` on `threads` threads until `shutdown` completes;
-/// then waits for the connections to finish and the threads to end.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    threads: usize,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let mut workers = Vec::new();
-    let mut ended = Vec::new();
-    for i in 0..threads.max(1) {
-        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
-        let (done, end) = oneshot::channel::<()>();
-        let app = app.clone();
-        std::thread::Builder::new()
-            .name(format!("ezforge-http-{i}"))
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(worker(rx, app)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a serving thread's runtime")
+/// The serving threads, started and waiting for connections.
+pub struct Threads {
+    workers: Vec<mpsc::UnboundedSender<Accepted>>,
+    ended: Vec<oneshot::Receiver<()>>,
+}
+
+impl Threads {
+    /// Starts `count` threads serving `app`. Fails, before anything is accepted, when a thread
+    /// or its runtime cannot be started.
+    pub fn start(app: Router, count: usize) -> std::io::Result<Threads> {
+        let mut workers = Vec::new();
+        let mut ended = Vec::new();
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
+            let (done, end) = oneshot::channel::<()>();
+            let app = app.clone();
+            std::thread::Builder::new()
+                .name(format!("ezforge-http-{i}"))
+                .spawn(move || {
+                    runtime.block_on(worker(rx, app));
+                    let _ = done.send(());
+                })?;
+            workers.push(tx);
+            ended.push(end);
+        }
+        Ok(Threads { workers, ended })
+    }
+
+    /// Accepts on `listener` until `shutdown` completes; then waits for the connections to
+    /// finish and the threads to end.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let Threads { workers, ended } = self;
+        tokio::pin!(shutdown);
+        let mut next = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    // Small JSON-RPC answers must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot hand a connection over");
+                            continue;
+                        }
+                    };
+                    next = next.wrapping_add(1);
+                    // A thread ends only at shutdown (or if its runtime panics): then the
+                    // connection is closed.
+                    if workers[next % workers.len()].send((stream, peer)).is_err() {
+                        tracing::error!("a serving thread has ended; connection closed");
                     }
                 }
-                let _ = done.send(());
-            })?;
-        workers.push(tx);
-        ended.push(end);
-    }
-    tokio::pin!(shutdown);
-    let mut next = 0usize;
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                // Small JSON-RPC answers must not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot hand a connection over");
-                        continue;
-                    }
-                };
-                // A thread that is gone (its runtime failed to start) loses the connection:
-                // it is closed, and the next one goes to the next thread.
-                let _ = workers[next % workers.len()].send((stream, peer));
-                next = next.wrapping_add(1);
-            }
-            // Per-connection failures (the peer reset before accept) are the peer's problem.
-            Err(e) if is_connection_error(&e) => {}
-            // Out of file descriptors, say: wait a little rather than spin.
-            Err(e) => {
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Per-connection failures (the peer reset before accept) are the peer's problem.
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors, say: wait a little rather than spin.
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
+        drop(listener);
+        drop(workers);
+        for end in ended {
+            let _ = end.await;
+        }
+        Ok(())
     }
-    drop(listener);
-    drop(workers);
-    for end in ended {
-        let _ = end.await;
-    }
-    Ok(())
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

@@ -51,9 +51,12 @@ fn build_gateway_client() -> Result<GatewayClient, String> {
     )
 }
 
-/// The client deploys health-check upstreams with.
+/// The client deploys health-check upstreams with. Like the gateway's, it connects directly:
+/// proxy environment variables are not used, so that a health check reaches the upstream the
+/// way traffic will.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))

@@ -50,15 +50,8 @@ impl SqlStore {
             return Err(OpenError::UnsupportedUrl(scheme));
         };
         let is_sqlite = backend == "sqlite";
-        let max_connections = max_connections.max(1);
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            // PostgreSQL connections are opened ahead by the pool's own task, on the runtime
-            // that opened the store, which is mostly idle and so notices their answers at once.
-            // Opened on demand, a connection would belong to whichever serving thread asked
-            // first (see the server's `listener`), and its answers to another thread would wait
-            // until that one polled for I/O.
-            .min_connections(if is_sqlite { 0 } else { max_connections })
+            .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

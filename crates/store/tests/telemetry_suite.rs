@@ -261,3 +261,37 @@ async fn a_full_queue_drops_records_but_not_usage() {
         "usage counts every request"
     );
 }
+
+/// A queue smaller than a batch: the writer is woken when it is half full instead of sleeping
+/// out its window, so records handed over at a steady pace are not dropped.
+#[tokio::test]
+async fn a_small_queue_at_a_steady_pace_drops_nothing() {
+    use ezforge_core::telemetry::{Quotas, RequestLog, RequestLogSettings};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let db = ezforge_testkit::TestDb::sqlite();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&db.url, 4).await.unwrap());
+    let quotas = Arc::new(Quotas::new(store.clone()));
+    let settings = RequestLogSettings {
+        queue_capacity: 64,
+        flush_interval: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let log = RequestLog::start(store.clone(), quotas, settings);
+    // 300 records at about one per millisecond: far more than the queue holds within one
+    // (2 s) window, far less than the writer can take.
+    for n in 0..300 {
+        log.record(record(
+            n,
+            Environment::Live,
+            Some("echo"),
+            Decision::Allowed,
+            200,
+            "a",
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    log.flush().await;
+    assert_eq!(log.counters.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(log.counters.written.load(Ordering::Relaxed), 300);
+}

@@ -49,9 +49,10 @@ pub struct AccessClaims {
 
 /// A bearer token as presented, with its SHA-256 (hex): computed once per request, it keys
 /// every cache the token is looked up in; the token itself is never kept.
+/// The fields are private so that a token can never be paired with another token's hash.
 pub struct Presented<'a> {
-    pub token: &'a str,
-    pub hash: String,
+    token: &'a str,
+    hash: String,
 }
 
 impl<'a> Presented<'a> {
@@ -60,6 +61,11 @@ impl<'a> Presented<'a> {
             token,
             hash: secret::hash(token),
         }
+    }
+
+    /// The token's SHA-256, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
     }
 }
 

@@ -132,7 +132,7 @@ impl RequestLog {
     pub fn record(&self, row: RequestRow) {
         self.count(&row);
         let sent = self.tx.try_send(Msg::Record(Box::new(row)));
-        if sent.is_ok() && self.queued() >= self.settings.max_batch {
+        if sent.is_ok() && self.queued() >= early_write(&self.settings) {
             self.wake_writer.notify_one();
         }
         if let Err(e) = sent {
@@ -240,6 +240,15 @@ impl RequestLog {
     }
 }
 
+/// Queued records at which the writer stops waiting out its window: a full batch, or half the
+/// queue (a queue smaller than a batch would otherwise drop records while the writer sleeps).
+fn early_write(settings: &RequestLogSettings) -> usize {
+    settings
+        .max_batch
+        .min(settings.queue_capacity.max(1) / 2)
+        .max(1)
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Msg>,
     log: std::sync::Weak<RequestLog>,
@@ -267,7 +276,7 @@ async fn run(
         // Sleep out the batching window instead of waiting on the queue: a writer that waits on
         // the queue is woken by every record, and that wake-up (often on another thread) cost
         // the gateway more than the write. A full batch or a flush cuts the window short.
-        if !flush_now && rx.len() + 1 < settings.max_batch {
+        if !flush_now && rx.len() + 1 < early_write(&settings) {
             tokio::select! {
                 _ = tokio::time::sleep(settings.flush_interval) => {}
                 _ = wake_writer.notified() => {}

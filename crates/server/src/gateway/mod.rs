@@ -63,6 +63,16 @@ pub struct Active {
     pub upstream: Result<Upstream, String>,
 }
 
+/// An upstream URL as hyper needs it. Through `url` first, as deploys validate it: it puts an
+/// IDN host into punycode and percent-encodes what `http::Uri` would refuse, so that every URL a
+/// deploy accepted can be forwarded to.
+fn upstream_uri(url: &str) -> Result<axum::http::Uri, String> {
+    let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+    url.as_str()
+        .parse::<axum::http::Uri>()
+        .map_err(|e| e.to_string())
+}
+
 /// Where a deployment's traffic goes, ready to use.
 pub struct Upstream {
     pub uri: axum::http::Uri,
@@ -72,10 +82,7 @@ pub struct Upstream {
 
 impl Upstream {
     fn open(state: &AppState, deployment: &DeploymentRow) -> Result<Upstream, String> {
-        let uri = deployment
-            .upstream_url
-            .parse::<axum::http::Uri>()
-            .map_err(|e| e.to_string())?;
+        let uri = upstream_uri(&deployment.upstream_url)?;
         let stored = upstream::open_headers(&state.master, deployment.credentials.as_deref())?;
         let mut headers = Vec::with_capacity(stored.len());
         for (name, value) in &stored {
@@ -636,7 +643,7 @@ async fn forward(
     } = out;
     // One identity JWT per token and deployment, reused for half its minute: signing on every
     // request would cost more than everything else the gateway does.
-    let identity_key = format!("{}\n{}", token.hash, deployment.id);
+    let identity_key = format!("{}\n{}", token.hash(), deployment.id);
     let identity = match state.identities.get(&identity_key) {
         Some(t) => t,
         None => match state
@@ -770,4 +777,32 @@ fn broke_off() -> Response {
         -32603,
         "the upstream answer broke off",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_uri;
+
+    #[test]
+    fn every_url_a_deploy_accepts_can_be_forwarded_to() {
+        for (given, expected) in [
+            ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
+            (" https://up.example/mcp ", "https://up.example/mcp"),
+            (
+                "https://bücher.example/mcp",
+                "https://xn--bcher-kva.example/mcp",
+            ),
+            (
+                "https://up.example/mcp/ü x",
+                "https://up.example/mcp/%C3%BC%20x",
+            ),
+        ] {
+            assert_eq!(
+                upstream_uri(given).unwrap().to_string(),
+                expected,
+                "{given}"
+            );
+        }
+        assert!(upstream_uri("not a url").is_err());
+    }
 }

@@ -166,7 +166,7 @@ impl Drop for Pending {
 /// its SHA-256 (enough to tell tokens apart, useless for using one).
 pub fn token_id(jti: &str, token: &Presented<'_>) -> String {
     if jti.is_empty() {
-        let h = &token.hash;
+        let h = token.hash();
         format!("sha256:{}", &h[..16.min(h.len())])
     } else {
         jti.to_string()
