@@ -510,7 +510,9 @@ fn bare_proxy(upstream: &str) -> std::net::SocketAddr {
                 connector.set_nodelay(true);
                 let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
                 while let Some(stream) = rx.recv().await {
-                    let stream = tokio::net::TcpStream::from_std(stream).expect("stream");
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                        continue;
+                    };
                     let (client, upstream) = (client.clone(), upstream.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {

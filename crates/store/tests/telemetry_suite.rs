@@ -212,20 +212,33 @@ impl Stored for RequestRow {
     }
 }
 
-/// With the queue full, records are dropped and counted, and their usage still arrives.
-#[tokio::test]
-async fn a_full_queue_drops_records_but_not_usage() {
-    use ezforge_core::telemetry::{Quotas, RequestLog, RequestLogSettings};
+/// A request log with these settings over a fresh SQLite store (kept alive by the returned db).
+async fn request_log(
+    settings: ezforge_core::telemetry::RequestLogSettings,
+) -> (
+    ezforge_testkit::TestDb,
+    std::sync::Arc<dyn Store>,
+    std::sync::Arc<ezforge_core::telemetry::RequestLog>,
+) {
+    use ezforge_core::telemetry::{Quotas, RequestLog};
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
     let db = ezforge_testkit::TestDb::sqlite();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&db.url, 4).await.unwrap());
     let quotas = Arc::new(Quotas::new(store.clone()));
-    let settings = RequestLogSettings {
+    let log = RequestLog::start(store.clone(), quotas, settings);
+    (db, store, log)
+}
+
+/// With the queue full, records are dropped and counted, and their usage still arrives.
+#[tokio::test]
+async fn a_full_queue_drops_records_but_not_usage() {
+    use ezforge_core::telemetry::RequestLogSettings;
+    use std::sync::atomic::Ordering;
+    let (_db, store, log) = request_log(RequestLogSettings {
         queue_capacity: 2,
         ..Default::default()
-    };
-    let log = RequestLog::start(store.clone(), quotas, settings);
+    })
+    .await;
     // No await between hand-overs: the writer cannot drain, the queue overflows.
     for n in 0..100 {
         log.record(record(
@@ -266,18 +279,14 @@ async fn a_full_queue_drops_records_but_not_usage() {
 /// out its window, so records handed over at a steady pace are not dropped.
 #[tokio::test]
 async fn a_small_queue_at_a_steady_pace_drops_nothing() {
-    use ezforge_core::telemetry::{Quotas, RequestLog, RequestLogSettings};
-    use std::sync::Arc;
+    use ezforge_core::telemetry::RequestLogSettings;
     use std::sync::atomic::Ordering;
-    let db = ezforge_testkit::TestDb::sqlite();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&db.url, 4).await.unwrap());
-    let quotas = Arc::new(Quotas::new(store.clone()));
-    let settings = RequestLogSettings {
+    let (_db, _store, log) = request_log(RequestLogSettings {
         queue_capacity: 64,
         flush_interval: std::time::Duration::from_secs(2),
         ..Default::default()
-    };
-    let log = RequestLog::start(store.clone(), quotas, settings);
+    })
+    .await;
     // 300 records at about one per millisecond: far more than the queue holds within one
     // (2 s) window, far less than the writer can take.
     for n in 0..300 {
