@@ -8,7 +8,7 @@ use crate::telemetry::{LatencySum, RecordQuery, RequestRow, StatSum, TelemetryBa
 use async_trait::async_trait;
 use ezforge_proto::{Environment, Role};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken; the message names what (e.g. "email already registered").
     #[error("{0}")]
@@ -131,28 +131,28 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     async fn grants_of_server(&self, server_id: &str) -> StoreResult<Vec<GrantRow>>;
     /// Revokes the grant (and so its codes and refresh family); false if already revoked.
     async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
-    /// Spends a code atomically: the first caller gets `First`, every later one `Replayed`.
-    async fn use_code(
-        &self,
-        code_hash: &str,
-        client_id: &str,
-        code_challenge: &str,
-        now: i64,
-    ) -> StoreResult<CodeUse>;
-    async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()>;
+    // The token endpoint's hot path takes many requests at once (see `oauth::batch`): each
+    // method answers for every item, in order, with one statement per kind of work.
+    /// Spends codes atomically. Of all presentations of a code, ever, exactly one gets `First`
+    /// (its own client with the right challenge); after that every one gets `Replayed`.
+    async fn use_codes(&self, attempts: &[CodeAttempt], now: i64) -> StoreResult<Vec<CodeUse>>;
+    /// The grants with these ids that exist, in any order.
+    async fn grants(&self, ids: &[String]) -> StoreResult<Vec<GrantRow>>;
+    /// Stores refresh tokens; a token already stored is left as it is.
+    async fn insert_refreshes(&self, tokens: &[RefreshRow]) -> StoreResult<()>;
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
-    /// A refresh token with its grant, in one query.
-    async fn refresh_with_grant(
+    /// Each refresh token with its grant, in one query.
+    async fn refreshes_with_grants(
         &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<(RefreshRow, GrantRow)>>;
-    /// Spends a refresh token and stores its successor atomically: at most one caller rotates.
-    async fn rotate_refresh(
+        token_hashes: &[String],
+    ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>>;
+    /// Spends refresh tokens and stores their successors: of all presentations of a token,
+    /// ever, exactly one gets `Rotated`; the others get `AlreadyUsed` with the spent row.
+    async fn rotate_refreshes(
         &self,
-        token_hash: &str,
+        attempts: &[RotationAttempt],
         now: i64,
-        successor: &RefreshRow,
-    ) -> StoreResult<Rotation>;
+    ) -> StoreResult<Vec<Rotation>>;
     async fn consent(
         &self,
         user_id: &str,

@@ -326,6 +326,23 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 200, "the one chain lives on: {next}");
     }
 
+    /// 50 concurrent exchanges of one code (the token endpoint takes them in batches): one
+    /// wins, every other is a replay, and the replays revoke what the winner got.
+    async fn concurrent_exchanges_of_one_code(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let results = futures::future::join_all((0..50).map(|_| t.exchange(&client_id, &code))).await;
+        let won: Vec<&serde_json::Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+        assert_eq!(won.len(), 1, "exactly one exchange wins: {results:?}");
+        for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!((*status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        }
+        let (status, body) = t.refresh(&client_id, won[0]["refresh_token"].as_str().unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "the replays revoked the grant");
+    }
+
     /// A client without the refresh_token grant is never shown or granted `offline_access`,
     /// which it asks for when it requests every advertised scope (the TypeScript SDK does).
     async fn offline_access_only_for_clients_that_can_refresh(db) {

@@ -4,7 +4,8 @@ use crate::oauth_rows as rows;
 use crate::rows::{backend, err};
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::StoreResult;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, AssertSqlSafe};
+use std::collections::{HashMap, HashSet};
 
 macro_rules! client_cols {
     () => {
@@ -272,73 +273,177 @@ pub(crate) async fn revoke_grant(
     Ok(r.rows_affected() > 0)
 }
 
-pub(crate) async fn use_code(
+// The token endpoint's statements take many codes or tokens at once (see
+// `ezforge_core::oauth::batch`). A list is cut into chunks of at most `CHUNK` items, and each
+// chunk is padded to a power of two by repeating its last item, so that a handful of
+// statement texts serve every batch size and stay in each connection's prepared-statement
+// cache. Repeating an item changes nothing: the lists are `IN` lists, `OR`ed conditions and
+// `ON CONFLICT DO NOTHING` rows. The texts are made of numbered placeholders only: nothing a
+// client sends reaches them.
+
+/// Items per statement, at most.
+const CHUNK: usize = 32;
+
+/// `chunk` followed by copies of its last item, up to the next power of two.
+fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
+    let size = chunk.len().next_power_of_two();
+    chunk
+        .iter()
+        .chain(std::iter::repeat_n(chunk.last(), size - chunk.len()).flatten())
+}
+
+/// `$first, $first+1, …` — `n` numbered placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn use_codes(
     pool: &AnyPool,
-    hash: &str,
-    client_id: &str,
-    challenge: &str,
+    attempts: &[CodeAttempt],
     now: i64,
-) -> StoreResult<CodeUse> {
-    // One round trip on the hot path. The code is spent only by its own client with the right
-    // PKCE verifier, so a stolen code presented by anyone else does not burn it.
-    let spent = sqlx::query(concat!(
-        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND client_id = $3 AND code_challenge = $4 RETURNING ",
-        code_cols!()
-    ))
-    .bind(now)
-    .bind(hash)
-    .bind(client_id)
-    .bind(challenge)
-    .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
-    if let Some(row) = spent {
-        return Ok(CodeUse::First(rows::code(&row).map_err(backend)?));
+) -> StoreResult<Vec<CodeUse>> {
+    let mut out = Vec::with_capacity(attempts.len());
+    for chunk in attempts.chunks(CHUNK) {
+        out.extend(use_codes_chunk(pool, chunk, now).await?);
     }
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        code_cols!(),
-        " FROM oauth_codes WHERE code_hash = $1"
-    ))
-    .bind(hash)
-    .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
-    let Some(row) = row else {
-        return Ok(CodeUse::Unknown);
-    };
-    let code = rows::code(&row).map_err(backend)?;
-    Ok(if code.used_at.is_some() {
-        CodeUse::Replayed(code)
-    } else {
-        CodeUse::Mismatch(code)
-    })
+    Ok(out)
 }
 
-async fn insert_refresh_in<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-    ex: E,
-    t: &RefreshRow,
-) -> StoreResult<()> {
-    sqlx::query(concat!(
-        "INSERT INTO oauth_refresh_tokens (",
-        refresh_cols!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    ))
-    .bind(&t.token_hash)
-    .bind(&t.grant_id)
-    .bind(&t.scope)
-    .bind(t.created_at)
-    .bind(t.expires_at)
-    .bind(t.used_at)
-    .bind(&t.successor_hash)
-    .execute(ex)
-    .await
-    .map_err(err("refresh token"))?;
+async fn use_codes_chunk(
+    pool: &AnyPool,
+    chunk: &[CodeAttempt],
+    now: i64,
+) -> StoreResult<Vec<CodeUse>> {
+    // One statement on the hot path. A code is spent only by its own client with the right
+    // PKCE challenge, so a stolen code presented by anyone else does not burn it.
+    let n = chunk.len().next_power_of_two();
+    let matches = (0..n)
+        .map(|i| {
+            let b = 2 + 3 * i;
+            format!(
+                "(code_hash = ${b} AND client_id = ${} AND code_challenge = ${})",
+                b + 1,
+                b + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!(
+        "UPDATE oauth_codes SET used_at = $1 WHERE used_at IS NULL AND ({matches}) RETURNING {}",
+        code_cols!()
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+    for a in padded(chunk) {
+        q = q
+            .bind(&a.code_hash)
+            .bind(&a.client_id)
+            .bind(&a.code_challenge);
+    }
+    let spent = q
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| rows::code(r).map(|c| (c.code_hash.clone(), c)))
+        .collect::<Result<HashMap<_, _>, _>>()
+        .map_err(backend)?;
+    // Only refusals need to know more: whether an unspent code exists at all.
+    let missed: Vec<&str> = chunk
+        .iter()
+        .filter(|a| !spent.contains_key(&a.code_hash))
+        .map(|a| a.code_hash.as_str())
+        .collect();
+    let known = codes(pool, &missed).await?;
+    let mut first = HashSet::new();
+    Ok(chunk
+        .iter()
+        .map(|a| match spent.get(&a.code_hash) {
+            // Spent now: by this attempt if it is the first one in the batch that matches; a
+            // second presentation in the same batch is a replay, as it would be a moment later.
+            Some(code)
+                if code.client_id == a.client_id
+                    && code.code_challenge == a.code_challenge
+                    && first.insert(a.code_hash.as_str()) =>
+            {
+                CodeUse::First(code.clone())
+            }
+            Some(code) => CodeUse::Replayed(code.clone()),
+            None => match known.get(&a.code_hash) {
+                Some(code) if code.used_at.is_some() => CodeUse::Replayed(code.clone()),
+                Some(code) => CodeUse::Mismatch(code.clone()),
+                None => CodeUse::Unknown,
+            },
+        })
+        .collect())
+}
+
+/// The codes with these hashes, by hash.
+async fn codes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, CodeRow>> {
+    let mut out = HashMap::new();
+    for chunk in hashes.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT {} FROM oauth_codes WHERE code_hash IN ({})",
+            code_cols!(),
+            placeholders(1, chunk.len().next_power_of_two())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for h in padded(chunk) {
+            q = q.bind(*h);
+        }
+        for r in q.fetch_all(pool).await.map_err(backend)? {
+            let code = rows::code(&r).map_err(backend)?;
+            out.insert(code.code_hash.clone(), code);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn grants(pool: &AnyPool, ids: &[String]) -> StoreResult<Vec<GrantRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT {} FROM oauth_grants WHERE id IN ({})",
+            grant_cols!(),
+            placeholders(1, chunk.len().next_power_of_two())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in padded(chunk) {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(pool).await.map_err(backend)? {
+            out.push(rows::grant(&r).map_err(backend)?);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn insert_refreshes(pool: &AnyPool, tokens: &[RefreshRow]) -> StoreResult<()> {
+    for chunk in tokens.chunks(CHUNK) {
+        let values = (0..chunk.len().next_power_of_two())
+            .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO oauth_refresh_tokens ({}) VALUES {values} ON CONFLICT (token_hash) DO NOTHING",
+            refresh_cols!()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for t in padded(chunk) {
+            q = q
+                .bind(&t.token_hash)
+                .bind(&t.grant_id)
+                .bind(&t.scope)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.used_at)
+                .bind(&t.successor_hash);
+        }
+        q.execute(pool).await.map_err(backend)?;
+    }
     Ok(())
-}
-
-pub(crate) async fn insert_refresh(pool: &AnyPool, t: &RefreshRow) -> StoreResult<()> {
-    insert_refresh_in(pool, t).await
 }
 
 pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
@@ -354,74 +459,127 @@ pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<Re
     r.map(|r| rows::refresh(&r).map_err(backend)).transpose()
 }
 
-pub(crate) async fn rotate_refresh(
-    pool: &AnyPool,
-    hash: &str,
-    now: i64,
-    successor: &RefreshRow,
-) -> StoreResult<Rotation> {
-    // No transaction needed: the successor is derived from the token, so inserting it is
-    // idempotent, and it is inserted before the parent is spent. A crash between the two
-    // leaves an unused successor and an unspent parent: the retry completes the rotation.
-    sqlx::query(concat!(
-        "INSERT INTO oauth_refresh_tokens (",
-        refresh_cols!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash) DO NOTHING"
-    ))
-    .bind(&successor.token_hash)
-    .bind(&successor.grant_id)
-    .bind(&successor.scope)
-    .bind(successor.created_at)
-    .bind(successor.expires_at)
-    .bind(successor.used_at)
-    .bind(&successor.successor_hash)
-    .execute(pool)
-    .await
-    .map_err(backend)?;
-    let spent = sqlx::query(concat!(
-        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = $2 WHERE token_hash = $3 AND used_at IS NULL RETURNING ",
-        refresh_cols!()
-    ))
-    .bind(now)
-    .bind(&successor.token_hash)
-    .bind(hash)
-    .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
-    if let Some(row) = spent {
-        return Ok(Rotation::Rotated(rows::refresh(&row).map_err(backend)?));
+/// The refresh tokens with these hashes, by hash.
+async fn refreshes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, RefreshRow>> {
+    let mut out = HashMap::new();
+    for chunk in hashes.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT {} FROM oauth_refresh_tokens WHERE token_hash IN ({})",
+            refresh_cols!(),
+            placeholders(1, chunk.len().next_power_of_two())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for h in padded(chunk) {
+            q = q.bind(*h);
+        }
+        for r in q.fetch_all(pool).await.map_err(backend)? {
+            let row = rows::refresh(&r).map_err(backend)?;
+            out.insert(row.token_hash.clone(), row);
+        }
     }
-    Ok(match refresh(pool, hash).await? {
-        Some(row) => Rotation::AlreadyUsed(row),
-        None => Rotation::Unknown,
-    })
+    Ok(out)
 }
 
-pub(crate) async fn refresh_with_grant(
+pub(crate) async fn rotate_refreshes(
     pool: &AnyPool,
-    hash: &str,
-) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
-    let r = sqlx::query(
-        "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash,
-                g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason
-         FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
-    let Some(r) = r else { return Ok(None) };
-    let grant = rows::grant(&r).map_err(backend)?;
-    let refresh = RefreshRow {
-        token_hash: sqlx::Row::try_get(&r, "token_hash").map_err(backend)?,
-        grant_id: sqlx::Row::try_get(&r, "grant_id").map_err(backend)?,
-        scope: sqlx::Row::try_get(&r, "r_scope").map_err(backend)?,
-        created_at: sqlx::Row::try_get(&r, "r_created_at").map_err(backend)?,
-        expires_at: sqlx::Row::try_get(&r, "expires_at").map_err(backend)?,
-        used_at: sqlx::Row::try_get(&r, "used_at").map_err(backend)?,
-        successor_hash: sqlx::Row::try_get(&r, "successor_hash").map_err(backend)?,
-    };
-    Ok(Some((refresh, grant)))
+    attempts: &[RotationAttempt],
+    now: i64,
+) -> StoreResult<Vec<Rotation>> {
+    let mut out = Vec::with_capacity(attempts.len());
+    for chunk in attempts.chunks(CHUNK) {
+        out.extend(rotate_chunk(pool, chunk, now).await?);
+    }
+    Ok(out)
+}
+
+async fn rotate_chunk(
+    pool: &AnyPool,
+    chunk: &[RotationAttempt],
+    now: i64,
+) -> StoreResult<Vec<Rotation>> {
+    // No transaction needed: a successor is derived from its parent token, so inserting it is
+    // idempotent, and it is inserted before the parent is spent. A crash between the two
+    // leaves an unused successor and an unspent parent: the retry completes the rotation.
+    let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
+    insert_refreshes(pool, &successors).await?;
+    let n = chunk.len().next_power_of_two();
+    let cases = (0..n)
+        .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let list = (0..n)
+        .map(|i| format!("${}", 2 + 2 * i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = CASE token_hash {cases} END WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
+        refresh_cols!()
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+    for a in padded(chunk) {
+        q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
+    }
+    let spent = q
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| rows::refresh(r).map(|t| (t.token_hash.clone(), t)))
+        .collect::<Result<HashMap<_, _>, _>>()
+        .map_err(backend)?;
+    let missed: Vec<&str> = chunk
+        .iter()
+        .filter(|a| !spent.contains_key(&a.token_hash))
+        .map(|a| a.token_hash.as_str())
+        .collect();
+    let known = refreshes(pool, &missed).await?;
+    let mut first = HashSet::new();
+    Ok(chunk
+        .iter()
+        .map(|a| match spent.get(&a.token_hash) {
+            // A second presentation in the same batch finds the token spent, as it would a
+            // moment later.
+            Some(row) if first.insert(a.token_hash.as_str()) => Rotation::Rotated(row.clone()),
+            Some(row) => Rotation::AlreadyUsed(row.clone()),
+            None => match known.get(&a.token_hash) {
+                Some(row) => Rotation::AlreadyUsed(row.clone()),
+                None => Rotation::Unknown,
+            },
+        })
+        .collect())
+}
+
+pub(crate) async fn refreshes_with_grants(
+    pool: &AnyPool,
+    hashes: &[String],
+) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {
+    let mut found = HashMap::new();
+    for chunk in hashes.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash,
+                    g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason
+             FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash IN ({})",
+            placeholders(1, chunk.len().next_power_of_two())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for h in padded(chunk) {
+            q = q.bind(h);
+        }
+        for r in q.fetch_all(pool).await.map_err(backend)? {
+            let grant = rows::grant(&r).map_err(backend)?;
+            let refresh = RefreshRow {
+                token_hash: sqlx::Row::try_get(&r, "token_hash").map_err(backend)?,
+                grant_id: sqlx::Row::try_get(&r, "grant_id").map_err(backend)?,
+                scope: sqlx::Row::try_get(&r, "r_scope").map_err(backend)?,
+                created_at: sqlx::Row::try_get(&r, "r_created_at").map_err(backend)?,
+                expires_at: sqlx::Row::try_get(&r, "expires_at").map_err(backend)?,
+                used_at: sqlx::Row::try_get(&r, "used_at").map_err(backend)?,
+                successor_hash: sqlx::Row::try_get(&r, "successor_hash").map_err(backend)?,
+            };
+            found.insert(refresh.token_hash.clone(), (refresh, grant));
+        }
+    }
+    Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
 }
 
 pub(crate) async fn consent(

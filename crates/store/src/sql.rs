@@ -640,31 +640,28 @@ impl Store for SqlStore {
         crate::oauth_sql::revoke_grant(&self.pool, id, now, reason).await
     }
 
-    async fn use_code(
-        &self,
-        code_hash: &str,
-        client_id: &str,
-        code_challenge: &str,
-        now: i64,
-    ) -> StoreResult<CodeUse> {
-        crate::oauth_sql::use_code(&self.pool, code_hash, client_id, code_challenge, now).await
+    async fn use_codes(&self, attempts: &[CodeAttempt], now: i64) -> StoreResult<Vec<CodeUse>> {
+        crate::oauth_sql::use_codes(&self.pool, attempts, now).await
     }
 
-    async fn insert_refresh(&self, token: &RefreshRow) -> StoreResult<()> {
-        crate::oauth_sql::insert_refresh(&self.pool, token).await
+    async fn grants(&self, ids: &[String]) -> StoreResult<Vec<GrantRow>> {
+        crate::oauth_sql::grants(&self.pool, ids).await
+    }
+
+    async fn insert_refreshes(&self, tokens: &[RefreshRow]) -> StoreResult<()> {
+        crate::oauth_sql::insert_refreshes(&self.pool, tokens).await
     }
 
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>> {
         crate::oauth_sql::refresh(&self.pool, token_hash).await
     }
 
-    async fn rotate_refresh(
+    async fn rotate_refreshes(
         &self,
-        token_hash: &str,
+        attempts: &[RotationAttempt],
         now: i64,
-        successor: &RefreshRow,
-    ) -> StoreResult<Rotation> {
-        crate::oauth_sql::rotate_refresh(&self.pool, token_hash, now, successor).await
+    ) -> StoreResult<Vec<Rotation>> {
+        crate::oauth_sql::rotate_refreshes(&self.pool, attempts, now).await
     }
 
     async fn insert_and_activate_deployment(&self, d: &DeploymentRow) -> StoreResult<()> {
@@ -729,11 +726,11 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn refresh_with_grant(
+    async fn refreshes_with_grants(
         &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<(RefreshRow, GrantRow)>> {
-        crate::oauth_sql::refresh_with_grant(&self.pool, token_hash).await
+        token_hashes: &[String],
+    ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {
+        crate::oauth_sql::refreshes_with_grants(&self.pool, token_hashes).await
     }
 
     async fn consent(

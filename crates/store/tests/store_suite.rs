@@ -1,6 +1,7 @@
 //! The store's test suite, run on a fresh SQLite file and a fresh PostgreSQL database.
 
 use ezforge_core::model::*;
+use ezforge_core::oauth::model::*;
 use ezforge_core::store::{Store, StoreError, UserAdmission};
 use ezforge_proto::{Environment, Role, Scope};
 use ezforge_store::SqlStore;
@@ -51,6 +52,110 @@ fn key(project: &ProjectRow, hash: &str) -> ApiKeyRow {
         last_used_at: None,
         expires_at: Some(1000),
         revoked_at: None,
+    }
+}
+
+/// A user, a project, a server, a client and a grant with `codes` authorization codes
+/// (`code-0`, `code-1`, … hashed as given; challenge `ch`).
+async fn grant_with_codes(store: &SqlStore, codes: usize) -> GrantRow {
+    let owner = store
+        .insert_user(&user("o@example.com"), UserAdmission::Open)
+        .await
+        .unwrap()
+        .unwrap();
+    let p = project_with_owner(store, "p", &owner).await;
+    let server = ServerRow {
+        id: ezforge_core::ids::server_id(),
+        project_id: p.id.clone(),
+        name: "alpha".into(),
+        slug: "alpha".into(),
+        environment: Environment::Live,
+        created_by: owner.id.clone(),
+        created_at: 1,
+        updated_at: 1,
+        access_policy: Default::default(),
+        byoa: None,
+        tool_policy: Default::default(),
+        active_deployment_id: None,
+    };
+    store.insert_server(&server).await.unwrap();
+    let client = ClientRow {
+        client_id: "cli_1".into(),
+        kind: ClientKind::Dynamic,
+        project_id: None,
+        client_name: Some("Test".into()),
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        token_endpoint_auth_method: "none".into(),
+        application_type: "native".into(),
+        metadata: serde_json::json!({}),
+        metadata_hash: "m".into(),
+        secret_hash: None,
+        created_by: None,
+        created_at: 1,
+        last_used_at: None,
+        expires_at: None,
+    };
+    store.insert_client(&client).await.unwrap();
+    let grant = GrantRow {
+        id: "grt_1".into(),
+        user_id: owner.id.clone(),
+        client_id: client.client_id.clone(),
+        server_id: server.id.clone(),
+        resource: "http://127.0.0.1/mcp/alpha".into(),
+        scope: "mcp:read offline_access".into(),
+        created_at: 1,
+        last_used_at: None,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    for i in 0..codes.max(1) {
+        let code = CodeRow {
+            code_hash: format!("code-{i}"),
+            grant_id: grant.id.clone(),
+            client_id: client.client_id.clone(),
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            code_challenge: "ch".into(),
+            created_at: 1,
+            expires_at: 300,
+            used_at: None,
+        };
+        if i == 0 {
+            store.insert_grant_with_code(&grant, &code).await.unwrap();
+        } else {
+            sqlx::query("INSERT INTO oauth_codes (code_hash, grant_id, client_id, redirect_uri, code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&code.code_hash).bind(&code.grant_id).bind(&code.client_id).bind(&code.redirect_uri)
+                .bind(&code.code_challenge).bind(code.created_at).bind(code.expires_at)
+                .execute(store.pool()).await.unwrap();
+        }
+    }
+    grant
+}
+
+fn attempt(hash: &str, client: &str, challenge: &str) -> CodeAttempt {
+    CodeAttempt {
+        code_hash: hash.into(),
+        client_id: client.into(),
+        code_challenge: challenge.into(),
+    }
+}
+
+fn refresh_row(hash: &str, grant: &GrantRow) -> RefreshRow {
+    RefreshRow {
+        token_hash: hash.into(),
+        grant_id: grant.id.clone(),
+        scope: grant.scope.clone(),
+        created_at: 10,
+        expires_at: 1000,
+        used_at: None,
+        successor_hash: None,
+    }
+}
+
+fn rotation(hash: &str, grant: &GrantRow) -> RotationAttempt {
+    RotationAttempt {
+        token_hash: hash.into(),
+        successor: refresh_row(&format!("{hash}-next"), grant),
     }
 }
 
@@ -202,5 +307,73 @@ ezforge_testkit::backend_tests! {
         assert!(store.server("prj_other", "alpha").await.unwrap().is_none());
         assert!(store.delete_server(&s.id).await.unwrap());
         assert!(store.server(&p.id, "alpha").await.unwrap().is_none());
+    }
+
+    async fn codes_spend_once_per_batch_and_across_batches(db) {
+        let store = open(&db.url).await;
+        let grant = grant_with_codes(&store, 40).await;
+        // One batch: a stolen code (wrong client, wrong challenge) first, then its owner twice,
+        // an unknown code, and a code spent by its owner.
+        let uses = store.use_codes(&[
+            attempt("code-0", "cli_evil", "ch"),
+            attempt("code-0", "cli_1", "wrong"),
+            attempt("code-0", "cli_1", "ch"),
+            attempt("code-0", "cli_1", "ch"),
+            attempt("nope", "cli_1", "ch"),
+            attempt("code-1", "cli_1", "ch"),
+        ], 50).await.unwrap();
+        assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.client_id == "cli_1"), "the thief finds it spent: {:?}", uses[0]);
+        assert!(matches!(&uses[1], CodeUse::Replayed(_)), "{:?}", uses[1]);
+        assert!(matches!(&uses[2], CodeUse::First(c) if c.used_at == Some(50) && c.grant_id == grant.id), "{:?}", uses[2]);
+        assert!(matches!(&uses[3], CodeUse::Replayed(_)), "a second presentation is a replay: {:?}", uses[3]);
+        assert_eq!(uses[4], CodeUse::Unknown);
+        assert!(matches!(&uses[5], CodeUse::First(_)));
+        // Mismatches alone leave the code for its owner.
+        let uses = store.use_codes(&[attempt("code-2", "cli_evil", "ch"), attempt("code-2", "cli_1", "bad")], 51).await.unwrap();
+        assert!(uses.iter().all(|u| matches!(u, CodeUse::Mismatch(c) if c.used_at.is_none())), "{uses:?}");
+        // A later batch finds spent codes replayed.
+        let uses = store.use_codes(&[attempt("code-0", "cli_1", "ch"), attempt("code-2", "cli_1", "ch")], 52).await.unwrap();
+        assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.used_at == Some(50)));
+        assert!(matches!(&uses[1], CodeUse::First(_)));
+        // More than one statement's worth (and not a power of two): every code spent once.
+        let many: Vec<CodeAttempt> = (3..40).map(|i| attempt(&format!("code-{i}"), "cli_1", "ch")).collect();
+        let uses = store.use_codes(&many, 53).await.unwrap();
+        assert_eq!(uses.len(), 37);
+        for (a, u) in many.iter().zip(&uses) {
+            assert!(matches!(u, CodeUse::First(c) if c.code_hash == a.code_hash), "{u:?}");
+        }
+        let grants = store.grants(&[grant.id.clone(), grant.id.clone(), "grt_none".into()]).await.unwrap();
+        assert_eq!(grants, vec![grant]);
+    }
+
+    async fn refresh_rotation_in_batches_leaves_one_chain(db) {
+        let store = open(&db.url).await;
+        let grant = grant_with_codes(&store, 1).await;
+        let tokens: Vec<RefreshRow> = (0..35).map(|i| refresh_row(&format!("rt-{i}"), &grant)).collect();
+        store.insert_refreshes(&tokens).await.unwrap();
+        store.insert_refreshes(&tokens[..3]).await.unwrap(); // stored again: left as they are
+        let hashes: Vec<String> = ["rt-0", "missing", "rt-34"].map(String::from).to_vec();
+        let read = store.refreshes_with_grants(&hashes).await.unwrap();
+        assert_eq!(read[0].as_ref().map(|(r, g)| (r.token_hash.as_str(), g.id.as_str())), Some(("rt-0", grant.id.as_str())));
+        assert!(read[1].is_none());
+        assert_eq!(read[2].as_ref().unwrap().0, tokens[34]);
+        // One batch: a token presented twice, an unknown one, and one more.
+        let out = store.rotate_refreshes(&[rotation("rt-0", &grant), rotation("rt-0", &grant), rotation("ghost", &grant), rotation("rt-1", &grant)], 60).await.unwrap();
+        assert!(matches!(&out[0], Rotation::Rotated(r) if r.used_at == Some(60) && r.successor_hash.as_deref() == Some("rt-0-next")), "{:?}", out[0]);
+        assert!(matches!(&out[1], Rotation::AlreadyUsed(r) if r.successor_hash.as_deref() == Some("rt-0-next")), "{:?}", out[1]);
+        assert_eq!(out[2], Rotation::Unknown);
+        assert!(matches!(&out[3], Rotation::Rotated(_)));
+        let next = store.refresh("rt-0-next").await.unwrap().unwrap();
+        assert_eq!((next.used_at, next.grant_id.as_str()), (None, grant.id.as_str()));
+        // A later batch: spent tokens stay spent, with their first successor.
+        let out = store.rotate_refreshes(&[rotation("rt-0", &grant)], 70).await.unwrap();
+        assert!(matches!(&out[0], Rotation::AlreadyUsed(r) if r.used_at == Some(60)));
+        // 33 in one call: more than one statement's worth.
+        let many: Vec<RotationAttempt> = (2..35).map(|i| rotation(&format!("rt-{i}"), &grant)).collect();
+        let out = store.rotate_refreshes(&many, 80).await.unwrap();
+        assert!(out.iter().all(|r| matches!(r, Rotation::Rotated(_))), "{out:?}");
+        for i in 2..35 {
+            assert!(store.refresh(&format!("rt-{i}-next")).await.unwrap().is_some());
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! tokens (RFC 9068), revocation and introspection.
 
 pub mod authorize;
+mod batch;
 pub mod cimd;
 pub mod clients;
 mod error;
@@ -78,6 +79,8 @@ impl OAuthSettings {
 
 pub struct OAuth {
     store: Arc<dyn Store>,
+    /// The token endpoint's reads and writes, done many requests at a time.
+    batch: batch::TokenBatcher,
     clock: Arc<dyn Clock>,
     settings: OAuthSettings,
     master: MasterKey,
@@ -109,6 +112,7 @@ impl OAuth {
         let oauth = OAuth {
             register_limiter: WindowLimiter::new(settings.register_per_window, 600, 100_000),
             token_limiter: WindowLimiter::new(settings.token_per_window, 60, 100_000),
+            batch: batch::TokenBatcher::start(store.clone(), clock.clone()),
             store,
             clock,
             settings,

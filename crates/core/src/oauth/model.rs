@@ -139,3 +139,19 @@ pub enum Rotation {
     AlreadyUsed(RefreshRow),
     Unknown,
 }
+
+/// One presentation of an authorization code at the token endpoint: the code spends only for
+/// its own client with its own PKCE challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeAttempt {
+    pub code_hash: String,
+    pub client_id: String,
+    pub code_challenge: String,
+}
+
+/// A refresh token presented for rotation, and the successor that replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationAttempt {
+    pub token_hash: String,
+    pub successor: RefreshRow,
+}

@@ -1,7 +1,10 @@
 //! The token endpoint: authorization codes and refresh tokens in, ES256 access tokens out.
 
+use super::batch::{Exchange, Exchanged, Renewal};
 use super::clients::ClientCredentials;
-use super::model::{ClientRow, CodeUse, GrantRow, RefreshRow, Rotation};
+use super::model::{
+    ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshRow, Rotation, RotationAttempt,
+};
 use super::{OAuth, OAuthError, scope};
 use crate::{crypto, ids, secret};
 use base64::Engine;
@@ -126,19 +129,52 @@ impl OAuth {
                 "code_verifier is required (PKCE)".into(),
             ));
         }
-        let now = self.now();
         if !valid_verifier(verifier) {
             return Err(OAuthError::InvalidGrant(
                 "code_verifier is not a valid PKCE verifier".into(),
             ));
         }
-        let code = match self
-            .store
-            .use_code(&secret::hash(code), &client.client_id, &s256(verifier), now)
-            .await?
-        {
-            CodeUse::First(code) => code,
-            CodeUse::Replayed(code) if code.client_id == client.client_id => {
+        let attempt = CodeAttempt {
+            code_hash: secret::hash(code),
+            client_id: client.client_id.clone(),
+            code_challenge: s256(verifier),
+        };
+        // Made now, stored only if the exchange issues one.
+        let refresh_token = format!("ezf_rt_{}", secret::random_token());
+        let check = {
+            let refresh_hash = secret::hash(&refresh_token);
+            let (client, ttl) = (client.clone(), self.settings.refresh_token_ttl_secs);
+            let (redirect_uri, resource) = (p.redirect_uri.clone(), p.resource.clone());
+            move |code: &CodeRow, grant: Option<GrantRow>, now: i64| {
+                if code.expires_at <= now {
+                    return Err(OAuthError::InvalidGrant(
+                        "the authorization code expired".into(),
+                    ));
+                }
+                if redirect_uri.is_some_and(|r| r != code.redirect_uri) {
+                    return Err(OAuthError::InvalidGrant(
+                        "redirect_uri differs from the authorization request".into(),
+                    ));
+                }
+                let grant = grant
+                    .ok_or_else(|| OAuthError::InvalidGrant("the grant no longer exists".into()))?;
+                let grant = check_grant(grant, &client)?;
+                if resource.is_some_and(|r| r != grant.resource) {
+                    return Err(OAuthError::InvalidTarget(
+                        "resource differs from the authorization request".into(),
+                    ));
+                }
+                let refresh = issues_refresh(&client, &grant.scope)
+                    .then(|| refresh_row(refresh_hash, &grant.id, &grant.scope, now, ttl));
+                Ok(Exchange { grant, refresh })
+            }
+        };
+        match self.batch.exchange(attempt, Box::new(check)).await? {
+            Exchanged::Spent(verdict) => {
+                let Exchange { grant, refresh } = verdict?;
+                self.respond(&grant, &grant.scope, refresh.map(|_| refresh_token))
+            }
+            Exchanged::NotSpent(CodeUse::Replayed(code)) if code.client_id == client.client_id => {
                 // A second presentation by its client means the code leaked: end everything
                 // issued from it.
                 if self
@@ -147,45 +183,14 @@ impl OAuth {
                 {
                     tracing::warn!(grant_id = %code.grant_id, "authorization code replayed; grant revoked");
                 }
-                return Err(OAuthError::InvalidGrant(
+                Err(OAuthError::InvalidGrant(
                     "the authorization code was already used".into(),
-                ));
+                ))
             }
-            CodeUse::Replayed(_) | CodeUse::Mismatch(_) | CodeUse::Unknown => {
-                return Err(OAuthError::InvalidGrant(
-                    "the authorization code is unknown, used, issued to another client, or the code_verifier does not match".into(),
-                ));
-            }
-        };
-        if code.expires_at <= now {
-            return Err(OAuthError::InvalidGrant(
-                "the authorization code expired".into(),
-            ));
+            Exchanged::NotSpent(_) => Err(OAuthError::InvalidGrant(
+                "the authorization code is unknown, used, issued to another client, or the code_verifier does not match".into(),
+            )),
         }
-        if p.redirect_uri
-            .as_deref()
-            .is_some_and(|r| r != code.redirect_uri)
-        {
-            return Err(OAuthError::InvalidGrant(
-                "redirect_uri differs from the authorization request".into(),
-            ));
-        }
-        let grant = self.live_grant(&code.grant_id, client).await?;
-        if p.resource.as_deref().is_some_and(|r| r != grant.resource) {
-            return Err(OAuthError::InvalidTarget(
-                "resource differs from the authorization request".into(),
-            ));
-        }
-        let refresh_token = if self.issues_refresh(client, &grant.scope) {
-            let token = format!("ezf_rt_{}", secret::random_token());
-            self.store
-                .insert_refresh(&self.refresh_row(&token, &grant.id, &grant.scope, now))
-                .await?;
-            Some(token)
-        } else {
-            None
-        };
-        self.respond(&grant, &grant.scope, refresh_token)
     }
 
     async fn refresh(
@@ -198,56 +203,53 @@ impl OAuth {
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-        let now = self.now();
-        let hash = secret::hash(token);
-        let (row, grant) = self
-            .store
-            .refresh_with_grant(&hash)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
-        let grant = check_grant(grant, client)?;
-        if row.expires_at <= now {
-            return Err(OAuthError::InvalidGrant("the refresh token expired".into()));
-        }
-        if p.resource.as_deref().is_some_and(|r| r != grant.resource) {
-            return Err(OAuthError::InvalidTarget(
-                "resource differs from the one this grant is for".into(),
-            ));
-        }
-        // Scopes can only narrow, and only for the access token: the family keeps its scope.
-        let access_scope = match p.scope.as_deref().filter(|s| !s.is_empty()) {
-            Some(requested) => {
-                let parsed = scope::parse(requested).map_err(|u| {
-                    OAuthError::InvalidScope(format!("unknown scope {}", u.join(", ")))
-                })?;
-                let joined = scope::join(&parsed);
-                if !scope::is_subset(&joined, &row.scope) {
-                    return Err(OAuthError::InvalidScope(
-                        "a refresh cannot add scopes that were not granted".into(),
-                    ));
-                }
-                joined
-            }
-            None => row.scope.clone(),
-        };
         // The successor is derived from the token itself, so a retry can be given the same one.
         let successor = format!(
             "ezf_rt_{}",
             crypto::mac(&self.master.derive(REFRESH_SUCCESSOR), token.as_bytes())
         );
-        let successor_row = self.refresh_row(&successor, &grant.id, &row.scope, now);
-        match self
-            .store
-            .rotate_refresh(&hash, now, &successor_row)
-            .await?
-        {
-            Rotation::Rotated(_) => self.respond(&grant, &access_scope, Some(successor)),
+        let successor_hash = secret::hash(&successor);
+        let check = {
+            let (client, ttl) = (client.clone(), self.settings.refresh_token_ttl_secs);
+            let (resource, requested) = (p.resource.clone(), p.scope.clone());
+            let successor_hash = successor_hash.clone();
+            move |stored: Option<(RefreshRow, GrantRow)>, now: i64| {
+                let (row, grant) = stored
+                    .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
+                let grant = check_grant(grant, &client)?;
+                if row.expires_at <= now {
+                    return Err(OAuthError::InvalidGrant("the refresh token expired".into()));
+                }
+                if resource.is_some_and(|r| r != grant.resource) {
+                    return Err(OAuthError::InvalidTarget(
+                        "resource differs from the one this grant is for".into(),
+                    ));
+                }
+                let scope = narrowed(requested.as_deref(), &row.scope)?;
+                let rotation = RotationAttempt {
+                    successor: refresh_row(successor_hash, &grant.id, &row.scope, now, ttl),
+                    token_hash: row.token_hash,
+                };
+                Ok(Renewal {
+                    grant,
+                    scope,
+                    rotation,
+                })
+            }
+        };
+        let (renewal, rotation) = self
+            .batch
+            .refresh(secret::hash(token), Box::new(check))
+            .await??;
+        let Renewal { grant, scope, .. } = renewal;
+        match rotation {
+            Rotation::Rotated(_) => self.respond(&grant, &scope, Some(successor)),
             Rotation::AlreadyUsed(spent) => {
                 let within_grace = spent
                     .used_at
-                    .is_some_and(|t| now - t <= self.settings.refresh_grace_secs);
+                    .is_some_and(|t| self.now() - t <= self.settings.refresh_grace_secs);
                 let successor_unused = match &spent.successor_hash {
-                    Some(h) if *h == successor_row.token_hash => self
+                    Some(h) if *h == successor_hash => self
                         .store
                         .refresh(h)
                         .await?
@@ -256,7 +258,7 @@ impl OAuth {
                 };
                 if within_grace && successor_unused {
                     // A retry after a lost response: the same successor, never a second chain.
-                    return self.respond(&grant, &access_scope, Some(successor));
+                    return self.respond(&grant, &scope, Some(successor));
                 }
                 if self.end_grant(&grant.id, "refresh token reused").await? {
                     tracing::warn!(grant_id = %grant.id, "refresh token reused; token family revoked");
@@ -267,33 +269,6 @@ impl OAuth {
             }
             Rotation::Unknown => Err(OAuthError::InvalidGrant("unknown refresh token".into())),
         }
-    }
-
-    fn refresh_row(&self, token: &str, grant_id: &str, scope: &str, now: i64) -> RefreshRow {
-        RefreshRow {
-            token_hash: secret::hash(token),
-            grant_id: grant_id.to_string(),
-            scope: scope.to_string(),
-            created_at: now,
-            expires_at: now + self.settings.refresh_token_ttl_secs,
-            used_at: None,
-            successor_hash: None,
-        }
-    }
-
-    /// Refresh tokens go to clients that registered the grant and were granted `offline_access`.
-    fn issues_refresh(&self, client: &ClientRow, granted: &str) -> bool {
-        client.grant_types.iter().any(|g| g == "refresh_token")
-            && granted.split(' ').any(|s| s == scope::OFFLINE_ACCESS)
-    }
-
-    async fn live_grant(&self, grant_id: &str, client: &ClientRow) -> Result<GrantRow, OAuthError> {
-        let grant = self
-            .store
-            .grant(grant_id)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("the grant no longer exists".into()))?;
-        check_grant(grant, client)
     }
 
     fn respond(
@@ -405,6 +380,42 @@ impl OAuth {
         self.grant_liveness.insert(grant_id.to_string(), live);
         Ok(live)
     }
+}
+
+/// Refresh tokens go to clients that registered the grant and were granted `offline_access`.
+fn issues_refresh(client: &ClientRow, granted: &str) -> bool {
+    client.grant_types.iter().any(|g| g == "refresh_token")
+        && granted.split(' ').any(|s| s == scope::OFFLINE_ACCESS)
+}
+
+/// A refresh token's row: `ttl` seconds from `now`, unused.
+fn refresh_row(token_hash: String, grant_id: &str, scope: &str, now: i64, ttl: i64) -> RefreshRow {
+    RefreshRow {
+        token_hash,
+        grant_id: grant_id.to_string(),
+        scope: scope.to_string(),
+        created_at: now,
+        expires_at: now + ttl,
+        used_at: None,
+        successor_hash: None,
+    }
+}
+
+/// The scope a refresh's access token gets: the family's, or a narrower one the client asks
+/// for. The family itself keeps its scope.
+fn narrowed(requested: Option<&str>, granted: &str) -> Result<String, OAuthError> {
+    let Some(requested) = requested.filter(|s| !s.is_empty()) else {
+        return Ok(granted.to_string());
+    };
+    let parsed = scope::parse(requested)
+        .map_err(|u| OAuthError::InvalidScope(format!("unknown scope {}", u.join(", "))))?;
+    let joined = scope::join(&parsed);
+    if !scope::is_subset(&joined, granted) {
+        return Err(OAuthError::InvalidScope(
+            "a refresh cannot add scopes that were not granted".into(),
+        ));
+    }
+    Ok(joined)
 }
 
 /// A grant may issue tokens only while not revoked, and only to its own client.
