@@ -10,6 +10,8 @@
 
 use ezforge_core::oauth::token::s256;
 use ezforge_testkit::{Backend, TestDb};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -71,16 +73,77 @@ async fn post(http: &reqwest::Client, url: &str, form: &[(&'static str, String)]
     resp.json().await.ok()
 }
 
-/// `concurrency` workers exchange every code once.
-async fn exchange_load(
-    http: &reqwest::Client,
-    t: &Target,
-    codes: Vec<String>,
-    concurrency: usize,
-) -> Outcome {
+/// One keep-alive HTTP/1.1 connection of the load generator: hyper's bare client connection,
+/// driven on the generator's own thread, so that the generator costs little beside the servers
+/// (reqwest, used before, took a good share of the 2 cores from whichever server it measured).
+struct Conn {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+    path: String,
+}
+
+/// The fields of a token response the load generator looks at.
+#[derive(serde::Deserialize)]
+struct Tokens {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+impl Conn {
+    async fn open(url: &str) -> Option<Conn> {
+        let uri: hyper::Uri = url.parse().ok()?;
+        let host = uri.authority()?.to_string();
+        let stream = tokio::net::TcpStream::connect(&host).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        Some(Conn {
+            send,
+            host,
+            path: uri.path().to_string(),
+        })
+    }
+
+    /// POSTs a form; the token response, if the answer was a success.
+    async fn post(&mut self, form: &[(&'static str, String)]) -> Option<Tokens> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.send.ready().await.ok()?;
+        let req = hyper::Request::post(self.path.as_str())
+            .header(hyper::header::HOST, self.host.as_str())
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(body)))
+            .ok()?;
+        let resp = self.send.send_request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        if !ok {
+            return None;
+        }
+        serde_json::from_slice(&body).ok()
+    }
+}
+
+/// `concurrency` workers, each on its own connection, exchange every code once.
+async fn exchange_load(t: &Target, codes: Vec<String>, concurrency: usize) -> Outcome {
     let queue = Arc::new(Mutex::new(codes));
+    let mut conns = Vec::new();
+    for _ in 0..concurrency {
+        conns.push(
+            Conn::open(&t.token_url)
+                .await
+                .expect("connect to the token endpoint"),
+        );
+    }
     let start = Instant::now();
-    let workers = (0..concurrency).map(|_| {
+    let workers = conns.into_iter().map(|mut conn| {
         let queue = queue.clone();
         async move {
             let (mut ok, mut failed) = (0, 0);
@@ -88,8 +151,11 @@ async fn exchange_load(
                 let Some(code) = queue.lock().await.pop() else {
                     break;
                 };
-                match post(http, &t.token_url, &t.exchange_form(&code)).await {
-                    Some(v) if v["access_token"].is_string() => ok += 1,
+                match conn.post(&t.exchange_form(&code)).await {
+                    Some(Tokens {
+                        access_token: Some(_),
+                        ..
+                    }) => ok += 1,
                     _ => failed += 1,
                 }
             }
@@ -105,20 +171,27 @@ async fn exchange_load(
     }
 }
 
-/// One refresh chain per worker, `chain` rotations each.
-async fn refresh_load(
-    http: &reqwest::Client,
-    t: &Target,
-    tokens: Vec<String>,
-    chain: usize,
-) -> Outcome {
+/// One refresh chain per worker and connection, `chain` rotations each.
+async fn refresh_load(t: &Target, tokens: Vec<String>, chain: usize) -> Outcome {
+    let mut chains = Vec::new();
+    for token in tokens {
+        chains.push((
+            Conn::open(&t.token_url)
+                .await
+                .expect("connect to the token endpoint"),
+            token,
+        ));
+    }
     let start = Instant::now();
-    let workers = tokens.into_iter().map(|mut token| async move {
+    let workers = chains.into_iter().map(|(mut conn, mut token)| async move {
         let (mut ok, mut failed) = (0, 0);
         for _ in 0..chain {
-            match post(http, &t.token_url, &t.refresh_form(&token)).await {
-                Some(v) if v["refresh_token"].is_string() => {
-                    token = v["refresh_token"].as_str().unwrap_or_default().to_string();
+            match conn.post(&t.refresh_form(&token)).await {
+                Some(Tokens {
+                    refresh_token: Some(next),
+                    ..
+                }) => {
+                    token = next;
                     ok += 1;
                 }
                 _ => {
@@ -460,7 +533,8 @@ async fn measure(
         let seed: Vec<String> = codes.split_off(codes.len() - concurrency);
         (seed, codes)
     };
-    let exchange = exchange_load(http, t, codes, concurrency).await;
+    eprintln!("measuring {}: authorization_code ({} codes)", t.name, codes.len());
+    let exchange = exchange_load(t, codes, concurrency).await;
     rows.push(Row {
         target: t.name.clone(),
         grant: "authorization_code",
@@ -472,7 +546,8 @@ async fn measure(
             tokens.push(v["refresh_token"].as_str().unwrap_or_default().to_string());
         }
     }
-    let refresh = refresh_load(http, t, tokens, chain).await;
+    eprintln!("measuring {}: refresh_token ({} chains)", t.name, tokens.len());
+    let refresh = refresh_load(t, tokens, chain).await;
     rows.push(Row {
         target: t.name.clone(),
         grant: "refresh_token",
@@ -484,7 +559,9 @@ fn main() {
     let n = env_usize("BENCH_CODES", 2000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 32);
     let chain = env_usize("BENCH_CHAIN", 50);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the whole load generator, as wrk's `-t1`: it leaves the rest of the
+    // machine to the server being measured.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
@@ -499,7 +576,7 @@ fn main() {
             if std::env::var("BENCH_BASELINE").is_ok() {
                 // The load generator's own ceiling: a request the server refuses at once.
                 let junk: Vec<String> = (0..n).map(|i| format!("not-a-code-{i}")).collect();
-                let o = exchange_load(&http, &ez.target, junk, concurrency).await;
+                let o = exchange_load(&ez.target, junk, concurrency).await;
                 println!("baseline {}: {} refusals in {:.2}s = {:.0}/s", ez.target.name, o.failed, o.elapsed.as_secs_f64(), o.failed as f64 / o.elapsed.as_secs_f64());
             }
             let codes = ez.codes(n + concurrency).await;

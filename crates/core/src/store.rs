@@ -19,6 +19,13 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// See `Store::exchange_codes`.
+pub type IssueRefresh<'a> =
+    dyn FnMut(usize, &CodeRow, Option<&GrantRow>) -> Option<RefreshRow> + Send + 'a;
+/// See `Store::renew_refreshes`.
+pub type Renew<'a> =
+    dyn FnMut(usize, Option<(RefreshRow, GrantRow)>) -> Option<RotationAttempt> + Send + 'a;
+
 /// How a new user may be inserted; decided atomically with the insert so that two racing
 /// sign-ups cannot both become "the first user".
 #[derive(Debug, Clone)]
@@ -132,27 +139,30 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// Revokes the grant (and so its codes and refresh family); false if already revoked.
     async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
     // The token endpoint's hot path takes many requests at once (see `oauth::batch`): each
-    // method answers for every item, in order, with one statement per kind of work.
-    /// Spends codes atomically. Of all presentations of a code, ever, exactly one gets `First`
-    /// (its own client with the right challenge); after that every one gets `Replayed`.
-    async fn use_codes(&self, attempts: &[CodeAttempt], now: i64) -> StoreResult<Vec<CodeUse>>;
-    /// The grants with these ids that exist, in any order.
-    async fn grants(&self, ids: &[String]) -> StoreResult<Vec<GrantRow>>;
-    /// Stores refresh tokens; a token already stored is left as it is.
-    async fn insert_refreshes(&self, tokens: &[RefreshRow]) -> StoreResult<()>;
-    async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
-    /// Each refresh token with its grant, in one query.
-    async fn refreshes_with_grants(
+    // method does them all in one transaction, with one statement per kind of work, and
+    // answers for each, in order.
+    /// Spends codes: of all presentations of a code, ever, exactly one gets `First` (its own
+    /// client with the right challenge); after that every one gets `Replayed`. For each code
+    /// spent now, `issue` (given the attempt's index, the code and its grant if it still
+    /// exists) names the refresh token to store, if any; those are stored in the same
+    /// transaction.
+    async fn exchange_codes(
+        &self,
+        attempts: &[CodeAttempt],
+        now: i64,
+        issue: &mut IssueRefresh<'_>,
+    ) -> StoreResult<Vec<CodeUse>>;
+    /// Reads each refresh token with its grant and lets `renew` (given the index) decide
+    /// whether to rotate it; rotates those it names. Of all presentations of a token, ever,
+    /// exactly one gets `Rotated`; the others get `AlreadyUsed` with the spent row. `None`
+    /// where `renew` declined.
+    async fn renew_refreshes(
         &self,
         token_hashes: &[String],
-    ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>>;
-    /// Spends refresh tokens and stores their successors: of all presentations of a token,
-    /// ever, exactly one gets `Rotated`; the others get `AlreadyUsed` with the spent row.
-    async fn rotate_refreshes(
-        &self,
-        attempts: &[RotationAttempt],
         now: i64,
-    ) -> StoreResult<Vec<Rotation>>;
+        renew: &mut Renew<'_>,
+    ) -> StoreResult<Vec<Option<Rotation>>>;
+    async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>>;
     async fn consent(
         &self,
         user_id: &str,

@@ -4,7 +4,8 @@ use crate::oauth_rows as rows;
 use crate::rows::{backend, err};
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::StoreResult;
-use sqlx::{AnyPool, AssertSqlSafe};
+use ezforge_core::store::{IssueRefresh, Renew};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 use std::collections::{HashMap, HashSet};
 
 macro_rules! client_cols {
@@ -300,20 +301,56 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-pub(crate) async fn use_codes(
+/// How a transaction for the token endpoint begins: on SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), because a transaction that reads first and writes later fails, rather
+/// than waits, when another connection wrote in between.
+pub(crate) async fn begin_write(
     pool: &AnyPool,
+    sqlite: bool,
+) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+    if sqlite {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+    .map_err(backend)
+}
+
+pub(crate) async fn exchange_codes(
+    pool: &AnyPool,
+    sqlite: bool,
     attempts: &[CodeAttempt],
     now: i64,
+    issue: &mut IssueRefresh<'_>,
 ) -> StoreResult<Vec<CodeUse>> {
-    let mut out = Vec::with_capacity(attempts.len());
+    let mut tx = begin_write(pool, sqlite).await?;
+    let mut uses = Vec::with_capacity(attempts.len());
     for chunk in attempts.chunks(CHUNK) {
-        out.extend(use_codes_chunk(pool, chunk, now).await?);
+        uses.extend(use_codes_chunk(&mut tx, chunk, now).await?);
     }
-    Ok(out)
+    let spent: Vec<&str> = uses
+        .iter()
+        .filter_map(|u| match u {
+            CodeUse::First(code) => Some(code.grant_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let grants = grants(&mut tx, &spent).await?;
+    let mut issued = Vec::new();
+    for (i, u) in uses.iter().enumerate() {
+        if let CodeUse::First(code) = u
+            && let Some(row) = issue(i, code, grants.get(&code.grant_id))
+        {
+            issued.push(row);
+        }
+    }
+    insert_refreshes(&mut tx, &issued).await?;
+    tx.commit().await.map_err(backend)?;
+    Ok(uses)
 }
 
 async fn use_codes_chunk(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     chunk: &[CodeAttempt],
     now: i64,
 ) -> StoreResult<Vec<CodeUse>> {
@@ -343,7 +380,7 @@ async fn use_codes_chunk(
             .bind(&a.code_challenge);
     }
     let spent = q
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend)?
         .iter()
@@ -356,7 +393,7 @@ async fn use_codes_chunk(
         .filter(|a| !spent.contains_key(&a.code_hash))
         .map(|a| a.code_hash.as_str())
         .collect();
-    let known = codes(pool, &missed).await?;
+    let known = codes(conn, &missed).await?;
     let mut first = HashSet::new();
     Ok(chunk
         .iter()
@@ -381,7 +418,7 @@ async fn use_codes_chunk(
 }
 
 /// The codes with these hashes, by hash.
-async fn codes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, CodeRow>> {
+async fn codes(conn: &mut AnyConnection, hashes: &[&str]) -> StoreResult<HashMap<String, CodeRow>> {
     let mut out = HashMap::new();
     for chunk in hashes.chunks(CHUNK) {
         let sql = format!(
@@ -393,7 +430,7 @@ async fn codes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, C
         for h in padded(chunk) {
             q = q.bind(*h);
         }
-        for r in q.fetch_all(pool).await.map_err(backend)? {
+        for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
             let code = rows::code(&r).map_err(backend)?;
             out.insert(code.code_hash.clone(), code);
         }
@@ -401,8 +438,9 @@ async fn codes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, C
     Ok(out)
 }
 
-pub(crate) async fn grants(pool: &AnyPool, ids: &[String]) -> StoreResult<Vec<GrantRow>> {
-    let mut out = Vec::with_capacity(ids.len());
+/// The grants with these ids that exist, by id.
+async fn grants(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<HashMap<String, GrantRow>> {
+    let mut out = HashMap::new();
     for chunk in ids.chunks(CHUNK) {
         let sql = format!(
             "SELECT {} FROM oauth_grants WHERE id IN ({})",
@@ -411,16 +449,18 @@ pub(crate) async fn grants(pool: &AnyPool, ids: &[String]) -> StoreResult<Vec<Gr
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for id in padded(chunk) {
-            q = q.bind(id);
+            q = q.bind(*id);
         }
-        for r in q.fetch_all(pool).await.map_err(backend)? {
-            out.push(rows::grant(&r).map_err(backend)?);
+        for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
+            let grant = rows::grant(&r).map_err(backend)?;
+            out.insert(grant.id.clone(), grant);
         }
     }
     Ok(out)
 }
 
-pub(crate) async fn insert_refreshes(pool: &AnyPool, tokens: &[RefreshRow]) -> StoreResult<()> {
+/// Stores refresh tokens; a token already stored is left as it is.
+async fn insert_refreshes(conn: &mut AnyConnection, tokens: &[RefreshRow]) -> StoreResult<()> {
     for chunk in tokens.chunks(CHUNK) {
         let values = (0..chunk.len().next_power_of_two())
             .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
@@ -441,7 +481,7 @@ pub(crate) async fn insert_refreshes(pool: &AnyPool, tokens: &[RefreshRow]) -> S
                 .bind(t.used_at)
                 .bind(&t.successor_hash);
         }
-        q.execute(pool).await.map_err(backend)?;
+        q.execute(&mut *conn).await.map_err(backend)?;
     }
     Ok(())
 }
@@ -460,7 +500,10 @@ pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<Re
 }
 
 /// The refresh tokens with these hashes, by hash.
-async fn refreshes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<String, RefreshRow>> {
+async fn refreshes(
+    conn: &mut AnyConnection,
+    hashes: &[&str],
+) -> StoreResult<HashMap<String, RefreshRow>> {
     let mut out = HashMap::new();
     for chunk in hashes.chunks(CHUNK) {
         let sql = format!(
@@ -472,7 +515,7 @@ async fn refreshes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<Strin
         for h in padded(chunk) {
             q = q.bind(*h);
         }
-        for r in q.fetch_all(pool).await.map_err(backend)? {
+        for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
             let row = rows::refresh(&r).map_err(backend)?;
             out.insert(row.token_hash.clone(), row);
         }
@@ -480,28 +523,43 @@ async fn refreshes(pool: &AnyPool, hashes: &[&str]) -> StoreResult<HashMap<Strin
     Ok(out)
 }
 
-pub(crate) async fn rotate_refreshes(
+pub(crate) async fn renew_refreshes(
     pool: &AnyPool,
-    attempts: &[RotationAttempt],
+    sqlite: bool,
+    hashes: &[String],
     now: i64,
-) -> StoreResult<Vec<Rotation>> {
-    let mut out = Vec::with_capacity(attempts.len());
+    renew: &mut Renew<'_>,
+) -> StoreResult<Vec<Option<Rotation>>> {
+    let mut tx = begin_write(pool, sqlite).await?;
+    let found = refreshes_with_grants(&mut tx, hashes).await?;
+    let (mut which, mut attempts) = (Vec::new(), Vec::new());
+    for (i, stored) in found.into_iter().enumerate() {
+        if let Some(attempt) = renew(i, stored) {
+            which.push(i);
+            attempts.push(attempt);
+        }
+    }
+    let mut rotations = Vec::with_capacity(attempts.len());
     for chunk in attempts.chunks(CHUNK) {
-        out.extend(rotate_chunk(pool, chunk, now).await?);
+        rotations.extend(rotate_chunk(&mut tx, chunk, now).await?);
+    }
+    tx.commit().await.map_err(backend)?;
+    let mut out = vec![None; hashes.len()];
+    for (i, rotation) in which.into_iter().zip(rotations) {
+        out[i] = Some(rotation);
     }
     Ok(out)
 }
 
 async fn rotate_chunk(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     chunk: &[RotationAttempt],
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
-    // No transaction needed: a successor is derived from its parent token, so inserting it is
-    // idempotent, and it is inserted before the parent is spent. A crash between the two
-    // leaves an unused successor and an unspent parent: the retry completes the rotation.
+    // A successor is derived from its parent token, so inserting it is idempotent; it is
+    // inserted before the parent is spent, in the same transaction.
     let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
-    insert_refreshes(pool, &successors).await?;
+    insert_refreshes(conn, &successors).await?;
     let n = chunk.len().next_power_of_two();
     let cases = (0..n)
         .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
@@ -520,7 +578,7 @@ async fn rotate_chunk(
         q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
     }
     let spent = q
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend)?
         .iter()
@@ -532,7 +590,7 @@ async fn rotate_chunk(
         .filter(|a| !spent.contains_key(&a.token_hash))
         .map(|a| a.token_hash.as_str())
         .collect();
-    let known = refreshes(pool, &missed).await?;
+    let known = refreshes(conn, &missed).await?;
     let mut first = HashSet::new();
     Ok(chunk
         .iter()
@@ -549,8 +607,9 @@ async fn rotate_chunk(
         .collect())
 }
 
-pub(crate) async fn refreshes_with_grants(
-    pool: &AnyPool,
+/// Each refresh token with its grant, in one query.
+async fn refreshes_with_grants(
+    conn: &mut AnyConnection,
     hashes: &[String],
 ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {
     let mut found = HashMap::new();
@@ -565,7 +624,7 @@ pub(crate) async fn refreshes_with_grants(
         for h in padded(chunk) {
             q = q.bind(h);
         }
-        for r in q.fetch_all(pool).await.map_err(backend)? {
+        for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
             let grant = rows::grant(&r).map_err(backend)?;
             let refresh = RefreshRow {
                 token_hash: sqlx::Row::try_get(&r, "token_hash").map_err(backend)?,

@@ -5,7 +5,7 @@ use crate::rows::{self, backend, err};
 use async_trait::async_trait;
 use ezforge_core::model::*;
 use ezforge_core::oauth::model::*;
-use ezforge_core::store::{Store, StoreResult, UserAdmission};
+use ezforge_core::store::{IssueRefresh, Renew, Store, StoreResult, UserAdmission};
 use ezforge_proto::{Environment, Role, Scope};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
@@ -640,28 +640,34 @@ impl Store for SqlStore {
         crate::oauth_sql::revoke_grant(&self.pool, id, now, reason).await
     }
 
-    async fn use_codes(&self, attempts: &[CodeAttempt], now: i64) -> StoreResult<Vec<CodeUse>> {
-        crate::oauth_sql::use_codes(&self.pool, attempts, now).await
-    }
-
-    async fn grants(&self, ids: &[String]) -> StoreResult<Vec<GrantRow>> {
-        crate::oauth_sql::grants(&self.pool, ids).await
-    }
-
-    async fn insert_refreshes(&self, tokens: &[RefreshRow]) -> StoreResult<()> {
-        crate::oauth_sql::insert_refreshes(&self.pool, tokens).await
+    async fn exchange_codes(
+        &self,
+        attempts: &[CodeAttempt],
+        now: i64,
+        issue: &mut IssueRefresh<'_>,
+    ) -> StoreResult<Vec<CodeUse>> {
+        crate::oauth_sql::exchange_codes(&self.pool, self.backend == "sqlite", attempts, now, issue)
+            .await
     }
 
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRow>> {
         crate::oauth_sql::refresh(&self.pool, token_hash).await
     }
 
-    async fn rotate_refreshes(
+    async fn renew_refreshes(
         &self,
-        attempts: &[RotationAttempt],
+        token_hashes: &[String],
         now: i64,
-    ) -> StoreResult<Vec<Rotation>> {
-        crate::oauth_sql::rotate_refreshes(&self.pool, attempts, now).await
+        renew: &mut Renew<'_>,
+    ) -> StoreResult<Vec<Option<Rotation>>> {
+        crate::oauth_sql::renew_refreshes(
+            &self.pool,
+            self.backend == "sqlite",
+            token_hashes,
+            now,
+            renew,
+        )
+        .await
     }
 
     async fn insert_and_activate_deployment(&self, d: &DeploymentRow) -> StoreResult<()> {
@@ -724,13 +730,6 @@ impl Store for SqlStore {
             rows::deployment,
         )
         .await
-    }
-
-    async fn refreshes_with_grants(
-        &self,
-        token_hashes: &[String],
-    ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {
-        crate::oauth_sql::refreshes_with_grants(&self.pool, token_hashes).await
     }
 
     async fn consent(
