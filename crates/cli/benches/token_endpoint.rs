@@ -533,7 +533,11 @@ async fn measure(
         let seed: Vec<String> = codes.split_off(codes.len() - concurrency);
         (seed, codes)
     };
-    eprintln!("measuring {}: authorization_code ({} codes)", t.name, codes.len());
+    eprintln!(
+        "measuring {}: authorization_code ({} codes)",
+        t.name,
+        codes.len()
+    );
     let exchange = exchange_load(t, codes, concurrency).await;
     rows.push(Row {
         target: t.name.clone(),
@@ -546,7 +550,11 @@ async fn measure(
             tokens.push(v["refresh_token"].as_str().unwrap_or_default().to_string());
         }
     }
-    eprintln!("measuring {}: refresh_token ({} chains)", t.name, tokens.len());
+    eprintln!(
+        "measuring {}: refresh_token ({} chains)",
+        t.name,
+        tokens.len()
+    );
     let refresh = refresh_load(t, tokens, chain).await;
     rows.push(Row {
         target: t.name.clone(),
