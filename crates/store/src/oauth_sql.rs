@@ -304,26 +304,27 @@ fn placeholders(first: usize, n: usize) -> String {
 /// How a transaction for the token endpoint begins: on SQLite it takes the write lock at once
 /// (`BEGIN IMMEDIATE`), because a transaction that reads first and writes later fails, rather
 /// than waits, when another connection wrote in between.
-pub(crate) async fn begin_write(
-    pool: &AnyPool,
+async fn begin_write(
+    conn: &mut AnyConnection,
     sqlite: bool,
-) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
+    use sqlx::Connection;
     if sqlite {
-        pool.begin_with("BEGIN IMMEDIATE").await
+        conn.begin_with("BEGIN IMMEDIATE").await
     } else {
-        pool.begin().await
+        conn.begin().await
     }
     .map_err(backend)
 }
 
 pub(crate) async fn exchange_codes(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     sqlite: bool,
     attempts: &[CodeAttempt],
     now: i64,
     issue: &mut IssueRefresh<'_>,
 ) -> StoreResult<Vec<CodeUse>> {
-    let mut tx = begin_write(pool, sqlite).await?;
+    let mut tx = begin_write(conn, sqlite).await?;
     let mut uses = Vec::with_capacity(attempts.len());
     for chunk in attempts.chunks(CHUNK) {
         uses.extend(use_codes_chunk(&mut tx, chunk, now).await?);
@@ -524,13 +525,13 @@ async fn refreshes(
 }
 
 pub(crate) async fn renew_refreshes(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     sqlite: bool,
     hashes: &[String],
     now: i64,
     renew: &mut Renew<'_>,
 ) -> StoreResult<Vec<Option<Rotation>>> {
-    let mut tx = begin_write(pool, sqlite).await?;
+    let mut tx = begin_write(conn, sqlite).await?;
     let found = refreshes_with_grants(&mut tx, hashes).await?;
     let (mut which, mut attempts) = (Vec::new(), Vec::new());
     for (i, stored) in found.into_iter().enumerate() {

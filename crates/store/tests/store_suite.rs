@@ -400,4 +400,19 @@ ezforge_testkit::backend_tests! {
             assert!(store.refresh(&format!("rt-{i}-next")).await.unwrap().is_some());
         }
     }
+
+    /// The token endpoint keeps a connection while busy; never the only one, and never past
+    /// `close`.
+    async fn the_token_connection_never_starves_the_pool(db) {
+        let limit = std::time::Duration::from_secs(5);
+        let store = SqlStore::open(&db.url, 1).await.expect("open store");
+        grant_with_codes(&store, 1).await;
+        store.exchange_codes(&[attempt("code-0", "cli_1", "ch")], 10, &mut |_, _, _| None).await.unwrap();
+        let users = tokio::time::timeout(limit, store.user_count()).await.expect("a pool of one is not held");
+        assert_eq!(users.unwrap(), 1);
+        store.close().await;
+        let store = open(&db.url).await;
+        store.renew_refreshes(&["none".to_string()], 10, &mut |_, _| None).await.unwrap();
+        tokio::time::timeout(limit, store.close()).await.expect("close gives the held connection back");
+    }
 }

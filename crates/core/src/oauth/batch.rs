@@ -97,8 +97,8 @@ impl TokenBatcher {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Spends a code (see `Store::use_codes`); if this request spent it, runs `check` and
-    /// stores the refresh token it decides on.
+    /// Spends a code (see `Store::exchange_codes`); if this request spent it, runs `check` and
+    /// stores the refresh token it decides on, in the same transaction.
     pub(crate) async fn exchange(
         &self,
         attempt: CodeAttempt,
@@ -107,8 +107,8 @@ impl TokenBatcher {
         self.call(|r| Op::Exchange(attempt, check, r)).await
     }
 
-    /// Reads a refresh token with its grant, runs `check`, and rotates what it decides on
-    /// (see `Store::rotate_refreshes`).
+    /// Reads a refresh token with its grant, runs `check`, and rotates what it decides on, in
+    /// one transaction (see `Store::renew_refreshes`).
     pub(crate) async fn refresh(
         &self,
         token_hash: String,
