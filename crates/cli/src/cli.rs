@@ -520,6 +520,10 @@ pub struct ServeArgs {
     /// [default: one per CPU core].
     #[arg(long, env = "EZFORGE_HTTP_THREADS", value_name = "N")]
     pub http_threads: Option<usize>,
+    /// Seconds a client may take to send a request's headers, and an HTTP/1.1 keep-alive
+    /// connection may sit idle, before the connection is closed [default: 30].
+    #[arg(long, env = "EZFORGE_HEADER_READ_TIMEOUT", value_name = "SECONDS")]
+    pub header_read_timeout: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, env = "EZFORGE_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,

@@ -42,6 +42,7 @@ struct FileConfig {
     request_log_queue: Option<usize>,
     metrics_listen: Option<SocketAddr>,
     http_threads: Option<usize>,
+    header_read_timeout: Option<u64>,
 }
 
 fn read_file(path: &PathBuf) -> CliResult<FileConfig> {
@@ -166,6 +167,14 @@ pub fn resolve(args: &ServeArgs) -> CliResult<(ServerConfig, String)> {
             return Err(CliError::Usage("--http-threads must be positive".into()));
         }
         config.http_threads = n;
+    }
+    if let Some(secs) = pick!(header_read_timeout) {
+        if secs == 0 {
+            return Err(CliError::Usage(
+                "--header-read-timeout must be at least 1 second".into(),
+            ));
+        }
+        config.header_read_timeout = std::time::Duration::from_secs(secs);
     }
     let log_format = pick!(log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {

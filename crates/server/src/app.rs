@@ -224,7 +224,8 @@ pub async fn start_with_clock(
     };
     let (tx, rx) = oneshot::channel::<()>();
     let threads =
-        crate::listener::Threads::start(app, config.http_threads).map_err(StartError::Threads)?;
+        crate::listener::Threads::start(app, config.http_threads, config.header_read_timeout)
+            .map_err(StartError::Threads)?;
     let task = tokio::spawn(threads.serve(listener, async move {
         let _ = rx.await;
     }));

@@ -38,6 +38,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Threads serving HTTP connections (see `listener`); default one per core.
     pub http_threads: usize,
+    /// How long a client may take to send a request's headers — and so how long an HTTP/1.1
+    /// keep-alive connection may sit idle — before the connection is closed. Without it, a
+    /// client trickling headers (slowloris) holds a connection for ever.
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Authorization server lifetimes (seconds) and limits; defaults are the documentation's.
@@ -91,6 +95,7 @@ impl ServerConfig {
             request_log: Default::default(),
             metrics_listen: None,
             http_threads: crate::listener::default_threads(),
+            header_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 

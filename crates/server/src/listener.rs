@@ -16,6 +16,7 @@
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -40,9 +41,15 @@ pub struct Threads {
 }
 
 impl Threads {
-    /// Starts `count` threads serving `app`. Fails, before anything is accepted, when a thread
-    /// or its runtime cannot be started.
-    pub fn start(app: Router, count: usize) -> std::io::Result<Threads> {
+    /// Starts `count` threads serving `app`; a connection that takes longer than
+    /// `header_read_timeout` to send a request's headers (or sits idle that long between
+    /// requests) is closed. Fails, before anything is accepted, when a thread or its runtime
+    /// cannot be started.
+    pub fn start(
+        app: Router,
+        count: usize,
+        header_read_timeout: Duration,
+    ) -> std::io::Result<Threads> {
         let mut workers = Vec::new();
         let mut ended = Vec::new();
         for i in 0..count.max(1) {
@@ -55,7 +62,7 @@ impl Threads {
             std::thread::Builder::new()
                 .name(format!("ezforge-http-{i}"))
                 .spawn(move || {
-                    runtime.block_on(worker(rx, app));
+                    runtime.block_on(worker(rx, app, header_read_timeout));
                     let _ = done.send(());
                 })?;
             workers.push(tx);
@@ -125,9 +132,18 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 
 /// One serving thread: serves the connections it is handed until the acceptor stops, then
 /// lets them finish.
-async fn worker(mut connections: mpsc::UnboundedReceiver<Accepted>, app: Router) {
+async fn worker(
+    mut connections: mpsc::UnboundedReceiver<Accepted>,
+    app: Router,
+    header_read_timeout: Duration,
+) {
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // hyper times header reads only when it has a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     while let Some((stream, peer)) = connections.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,

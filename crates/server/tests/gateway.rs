@@ -243,6 +243,37 @@ ezforge_testkit::backend_tests! {
         assert!(body.contains("did not answer in time"));
     }
 
+    /// A client that trickles its headers (slowloris) is cut off; a request slower than the
+    /// limit, once its headers are in, is not.
+    async fn slow_headers_are_cut_off(db) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limit = std::time::Duration::from_millis(400);
+        let t = TestServer::start_with(db, |c| c.header_read_timeout = limit).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let up = upstream(Seen::default()).await;
+        t.as_session(&owner)
+            .deploy("demo", &CreateDeploymentRequest { upstream_url: up, headers: Default::default(), timeout_ms: Some(5000), force: false })
+            .await
+            .unwrap();
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+
+        let addr = t.url.trim_start_matches("http://").to_string();
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let started = std::time::Instant::now();
+        slow.write_all(b"GET /v1/session HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf)).await;
+        let waited = started.elapsed();
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection is closed, not answered: {read:?}");
+        assert!(waited >= limit, "not before the limit: {waited:?}");
+        assert!(waited < std::time::Duration::from_secs(5), "soon after it: {waited:?}");
+
+        // The upstream takes 600 ms, longer than the limit: only header reading is timed.
+        let (status, _, body) = rpc(&resource, &exec, call("linger", json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("lingered"), "{body}");
+    }
+
     /// The gateway's answers carry the default headers (it is served in front of the router);
     /// many connections at once are all served (three serving threads); a shutdown lets
     /// requests in flight finish and then refuses new connections.
