@@ -130,6 +130,30 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// HTTP/2's connection preface. hyper-util reads up to this much to tell HTTP/2 from HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection's first bytes arrive, and say which protocol it speaks, within
+/// `limit`. Until they do, no hyper timer runs, so a client that sends nothing, or only part
+/// of the HTTP/2 preface, would otherwise hold its connection for ever.
+async fn protocol_chosen(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let first_bytes = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // The start of the preface, and no more yet. `peek` would answer at once with
+                // the same bytes, so wait a little before looking again.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, first_bytes)
+        .await
+        .unwrap_or(false)
+}
+
 /// One serving thread: serves the connections it is handed until the acceptor stops, then
 /// lets them finish.
 async fn worker(
@@ -139,11 +163,16 @@ async fn worker(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    // hyper times header reads only when it has a timer.
+    // hyper times header reads only when it has a timer. HTTP/2 connections get pings, so
+    // that a peer that went away does not hold its connection.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout);
     while let Some((stream, peer)) = connections.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
@@ -152,20 +181,22 @@ async fn worker(
                 continue;
             }
         };
-        let app = app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |mut req: axum::http::Request<Incoming>| {
-                // What `into_make_service_with_connect_info` would have added.
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            },
-        ));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if !protocol_chosen(&stream, header_read_timeout).await {
+                return;
+            }
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |mut req: axum::http::Request<Incoming>| {
+                    // What `into_make_service_with_connect_info` would have added.
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                },
+            ));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

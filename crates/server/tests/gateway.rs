@@ -243,8 +243,8 @@ ezforge_testkit::backend_tests! {
         assert!(body.contains("did not answer in time"));
     }
 
-    /// A client that trickles its headers (slowloris) is cut off; a request slower than the
-    /// limit, once its headers are in, is not.
+    /// A client that trickles its headers (slowloris), sends nothing, or stalls inside HTTP/2's
+    /// preface is cut off; a request slower than the limit, once its headers are in, is not.
     async fn slow_headers_are_cut_off(db) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let limit = std::time::Duration::from_millis(400);
@@ -258,15 +258,20 @@ ezforge_testkit::backend_tests! {
         let exec = token(&t, &owner, &resource, "mcp:execute").await;
 
         let addr = t.url.trim_start_matches("http://").to_string();
-        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let started = std::time::Instant::now();
-        slow.write_all(b"GET /v1/session HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
-        let mut buf = [0u8; 256];
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf)).await;
-        let waited = started.elapsed();
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection is closed, not answered: {read:?}");
-        assert!(waited >= limit, "not before the limit: {waited:?}");
-        assert!(waited < std::time::Duration::from_secs(5), "soon after it: {waited:?}");
+        // Trickled HTTP/1.1 headers, nothing at all, and part of HTTP/2's preface.
+        let sends: [&[u8]; 3] = [b"GET /v1/session HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"", b"PRI * HTTP/2.0\r\n"];
+        for sent in sends {
+            let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let started = std::time::Instant::now();
+            slow.write_all(sent).await.unwrap();
+            let mut buf = [0u8; 256];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf)).await;
+            let waited = started.elapsed();
+            let sent = String::from_utf8_lossy(sent);
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "after {sent:?} the connection is closed, not answered: {read:?}");
+            assert!(waited >= limit, "after {sent:?}, not before the limit: {waited:?}");
+            assert!(waited < std::time::Duration::from_secs(5), "after {sent:?}, soon after it: {waited:?}");
+        }
 
         // The upstream takes 600 ms, longer than the limit: only header reading is timed.
         let (status, _, body) = rpc(&resource, &exec, call("linger", json!({}))).await;

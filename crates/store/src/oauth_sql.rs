@@ -395,20 +395,26 @@ async fn use_codes_chunk(
         .map(|a| a.code_hash.as_str())
         .collect();
     let known = codes(conn, &missed).await?;
+    // Each attempt is answered as if the batch had arrived one request after another, in
+    // order: before the one that spent a code, a mismatched attempt found it unspent.
     let mut first = HashSet::new();
     Ok(chunk
         .iter()
         .map(|a| match spent.get(&a.code_hash) {
-            // Spent now: by this attempt if it is the first one in the batch that matches; a
-            // second presentation in the same batch is a replay, as it would be a moment later.
-            Some(code)
-                if code.client_id == a.client_id
-                    && code.code_challenge == a.code_challenge
-                    && first.insert(a.code_hash.as_str()) =>
-            {
-                CodeUse::First(code.clone())
+            Some(code) => {
+                let matches =
+                    code.client_id == a.client_id && code.code_challenge == a.code_challenge;
+                if matches && first.insert(a.code_hash.as_str()) {
+                    CodeUse::First(code.clone())
+                } else if !matches && !first.contains(a.code_hash.as_str()) {
+                    CodeUse::Mismatch(CodeRow {
+                        used_at: None,
+                        ..code.clone()
+                    })
+                } else {
+                    CodeUse::Replayed(code.clone())
+                }
             }
-            Some(code) => CodeUse::Replayed(code.clone()),
             None => match known.get(&a.code_hash) {
                 Some(code) if code.used_at.is_some() => CodeUse::Replayed(code.clone()),
                 Some(code) => CodeUse::Mismatch(code.clone()),
@@ -462,6 +468,10 @@ async fn grants(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<HashMap<S
 
 /// Stores refresh tokens; a token already stored is left as it is.
 async fn insert_refreshes(conn: &mut AnyConnection, tokens: &[RefreshRow]) -> StoreResult<()> {
+    // In one order everywhere, so that two nodes inserting the same successors cannot wait on
+    // each other's half of them (a deadlock on PostgreSQL).
+    let mut tokens: Vec<&RefreshRow> = tokens.iter().collect();
+    tokens.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
     for chunk in tokens.chunks(CHUNK) {
         let values = (0..chunk.len().next_power_of_two())
             .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))

@@ -10,6 +10,7 @@ use ezforge_proto::{Environment, Role, Scope};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ pub struct SqlStore {
     max_connections: u32,
     /// The token endpoint's connection while it is busy (see `take_token_conn`).
     token_conn: Arc<Mutex<Option<HeldConn>>>,
+    /// Whether a task is watching the kept connection, to give it back once idle.
+    token_conn_reaper: Arc<AtomicBool>,
 }
 
 /// A connection kept out of the pool, and when it was last used.
@@ -82,6 +85,7 @@ impl SqlStore {
             backend,
             max_connections: max_connections.max(1),
             token_conn: Arc::default(),
+            token_conn_reaper: Arc::default(),
         })
     }
 
@@ -120,15 +124,39 @@ impl SqlStore {
         let held = self.held_token_conn().take();
         match held {
             Some((conn, used)) if used.elapsed() < TOKEN_CONN_IDLE => Ok(conn),
-            _ => self.pool.acquire().await.map_err(backend),
+            stale => {
+                // Back to the pool first: it may be the one connection free.
+                drop(stale);
+                self.pool.acquire().await.map_err(backend)
+            }
         }
     }
 
     /// Keeps the connection for the next transaction, unless it failed (it goes back to the
-    /// pool, which tests it) or the pool has no other connection to give.
+    /// pool, which tests it), the pool has no other connection to give, or the pool is
+    /// closing. A task gives it back once it has been unused for `TOKEN_CONN_IDLE`.
     fn keep_token_conn<T>(&self, conn: PoolConnection<Any>, result: &StoreResult<T>) {
-        if result.is_ok() && self.max_connections > 1 {
-            *self.held_token_conn() = Some((conn, Instant::now()));
+        if result.is_err() || self.max_connections < 2 || self.pool.is_closed() {
+            return;
+        }
+        *self.held_token_conn() = Some((conn, Instant::now()));
+        if !self.token_conn_reaper.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(TOKEN_CONN_IDLE).await;
+                    let mut held = store.held_token_conn();
+                    let idle = held
+                        .as_ref()
+                        .is_none_or(|(_, used)| used.elapsed() >= TOKEN_CONN_IDLE);
+                    if idle {
+                        drop(held.take());
+                        // Cleared under the lock: a connection kept after this starts a new task.
+                        store.token_conn_reaper.store(false, Ordering::Release);
+                        return;
+                    }
+                }
+            });
         }
     }
 

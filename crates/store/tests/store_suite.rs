@@ -313,8 +313,9 @@ ezforge_testkit::backend_tests! {
         let store = open(&db.url).await;
         let grant = grant_with_codes(&store, 40).await;
         // One batch: a stolen code (wrong client, wrong challenge) first, then its owner twice,
-        // an unknown code, and a code spent by its owner. `issue` hears of each code spent now,
-        // with its grant, and stores a refresh token for the first.
+        // an unknown code, a code spent by its owner and then presented by a thief. Answers
+        // are as if the requests came one after another in that order. `issue` hears of each
+        // code spent now, with its grant, and stores a refresh token for the first.
         let mut heard = Vec::new();
         let uses = store.exchange_codes(&[
             attempt("code-0", "cli_evil", "ch"),
@@ -323,16 +324,18 @@ ezforge_testkit::backend_tests! {
             attempt("code-0", "cli_1", "ch"),
             attempt("nope", "cli_1", "ch"),
             attempt("code-1", "cli_1", "ch"),
+            attempt("code-1", "cli_evil", "ch"),
         ], 50, &mut |i, code, g| {
             heard.push((i, code.code_hash.clone(), g.cloned()));
             (i == 2).then(|| refresh_row("rt-issued", g.unwrap()))
         }).await.unwrap();
-        assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.client_id == "cli_1"), "the thief finds it spent: {:?}", uses[0]);
-        assert!(matches!(&uses[1], CodeUse::Replayed(_)), "{:?}", uses[1]);
+        assert!(matches!(&uses[0], CodeUse::Mismatch(c) if c.client_id == "cli_1" && c.used_at.is_none()), "before its owner, the thief finds it unspent: {:?}", uses[0]);
+        assert!(matches!(&uses[1], CodeUse::Mismatch(_)), "a wrong verifier does not burn it: {:?}", uses[1]);
         assert!(matches!(&uses[2], CodeUse::First(c) if c.used_at == Some(50) && c.grant_id == grant.id), "{:?}", uses[2]);
         assert!(matches!(&uses[3], CodeUse::Replayed(_)), "a second presentation is a replay: {:?}", uses[3]);
         assert_eq!(uses[4], CodeUse::Unknown);
         assert!(matches!(&uses[5], CodeUse::First(_)));
+        assert!(matches!(&uses[6], CodeUse::Replayed(c) if c.used_at == Some(50)), "after its owner, the thief finds it spent: {:?}", uses[6]);
         assert_eq!(heard, vec![(2, "code-0".to_string(), Some(grant.clone())), (5, "code-1".to_string(), Some(grant.clone()))]);
         assert_eq!(store.refresh("rt-issued").await.unwrap(), Some(refresh_row("rt-issued", &grant)));
         // Mismatches alone leave the code for its owner.

@@ -84,14 +84,20 @@ impl TokenBatcher {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                run(&*store, clock.now(), std::mem::take(&mut batch)).await;
+                // Each batch in its own task: if something in it panics, that batch's requests
+                // get an error (their replies are dropped) and the next batch goes on.
+                let (store, now) = (store.clone(), clock.now());
+                let batch = std::mem::take(&mut batch);
+                if let Err(e) = tokio::spawn(async move { run(&*store, now, batch).await }).await {
+                    tracing::error!(error = %e, "a token endpoint batch failed");
+                }
             }
         });
         TokenBatcher { ops }
     }
 
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> StoreResult<T> {
-        let stopped = || StoreError::Backend("the token executor stopped".into());
+        let stopped = || StoreError::Backend("the token executor failed".into());
         let (tx, rx) = oneshot::channel();
         self.ops.send(op(tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
