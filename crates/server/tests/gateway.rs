@@ -111,6 +111,15 @@ fn call(method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
 }
 
+/// The demo server deployed to a fresh test upstream, and an `mcp:execute` token for it.
+async fn deployed_demo(t: &TestServer) -> (String, String) {
+    let (owner, resource) = t
+        .with_deployed_mcp_server(upstream(Seen::default()).await, 5000)
+        .await;
+    let exec = token(t, &owner, &resource, "mcp:execute").await;
+    (resource, exec)
+}
+
 ezforge_testkit::backend_tests! {
     async fn deploy_forward_scope_and_roll_back(db) {
         let t = TestServer::start(db).await;
@@ -249,13 +258,7 @@ ezforge_testkit::backend_tests! {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let limit = std::time::Duration::from_millis(400);
         let t = TestServer::start_with(db, |c| c.header_read_timeout = limit).await;
-        let (owner, resource) = t.with_mcp_server().await;
-        let up = upstream(Seen::default()).await;
-        t.as_session(&owner)
-            .deploy("demo", &CreateDeploymentRequest { upstream_url: up, headers: Default::default(), timeout_ms: Some(5000), force: false })
-            .await
-            .unwrap();
-        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        let (resource, exec) = deployed_demo(&t).await;
 
         let addr = t.url.trim_start_matches("http://").to_string();
         // Trickled HTTP/1.1 headers, nothing at all, and part of HTTP/2's preface.
@@ -284,13 +287,7 @@ ezforge_testkit::backend_tests! {
     /// requests in flight finish and then refuses new connections.
     async fn serving_threads_headers_and_graceful_shutdown(db) {
         let t = TestServer::start_with(db, |c| c.http_threads = 3).await;
-        let (owner, resource) = t.with_mcp_server().await;
-        let up = upstream(Seen::default()).await;
-        t.as_session(&owner)
-            .deploy("demo", &CreateDeploymentRequest { upstream_url: up, headers: Default::default(), timeout_ms: Some(5000), force: false })
-            .await
-            .unwrap();
-        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        let (resource, exec) = deployed_demo(&t).await;
 
         let challenge = http().post(&resource).json(&call("ping", json!({}))).send().await.unwrap();
         assert_eq!(challenge.status(), 401);

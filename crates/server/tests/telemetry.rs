@@ -10,7 +10,7 @@ use axum::routing::post;
 use common::TestServer;
 use common::oauth::http;
 use ezforge_client::Session;
-use ezforge_proto::{CreateDeploymentRequest, Environment, ErrorCode, RequestLogPage};
+use ezforge_proto::{Environment, ErrorCode, RequestLogPage};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -66,21 +66,7 @@ async fn rpc(
 
 /// A deployed server `demo` in `demo-project`; returns the owner and the resource URI.
 async fn deployed(t: &TestServer) -> (Session, String) {
-    let (owner, resource) = t.with_mcp_server().await;
-    let up = upstream().await;
-    t.as_session(&owner)
-        .deploy(
-            "demo",
-            &CreateDeploymentRequest {
-                upstream_url: up,
-                headers: Default::default(),
-                timeout_ms: Some(2000),
-                force: false,
-            },
-        )
-        .await
-        .unwrap();
-    (owner, resource)
+    t.with_deployed_mcp_server(upstream().await, 2000).await
 }
 
 /// Waits (up to 10 s) until the request log holds at least `n` records for `demo`.

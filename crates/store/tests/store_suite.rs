@@ -55,6 +55,28 @@ fn key(project: &ProjectRow, hash: &str) -> ApiKeyRow {
     }
 }
 
+fn server_row(
+    project: &ProjectRow,
+    owner: &UserRow,
+    slug: &str,
+    environment: Environment,
+) -> ServerRow {
+    ServerRow {
+        id: ezforge_core::ids::server_id(),
+        project_id: project.id.clone(),
+        name: slug.into(),
+        slug: slug.into(),
+        environment,
+        created_by: owner.id.clone(),
+        created_at: 1,
+        updated_at: 1,
+        access_policy: Default::default(),
+        byoa: None,
+        tool_policy: Default::default(),
+        active_deployment_id: None,
+    }
+}
+
 /// A user, a project, a server, a client and a grant with `codes` authorization codes
 /// (`code-0`, `code-1`, … hashed as given; challenge `ch`).
 async fn grant_with_codes(store: &SqlStore, codes: usize) -> GrantRow {
@@ -64,20 +86,7 @@ async fn grant_with_codes(store: &SqlStore, codes: usize) -> GrantRow {
         .unwrap()
         .unwrap();
     let p = project_with_owner(store, "p", &owner).await;
-    let server = ServerRow {
-        id: ezforge_core::ids::server_id(),
-        project_id: p.id.clone(),
-        name: "alpha".into(),
-        slug: "alpha".into(),
-        environment: Environment::Live,
-        created_by: owner.id.clone(),
-        created_at: 1,
-        updated_at: 1,
-        access_policy: Default::default(),
-        byoa: None,
-        tool_policy: Default::default(),
-        active_deployment_id: None,
-    };
+    let server = server_row(&p, &owner, "alpha", Environment::Live);
     store.insert_server(&server).await.unwrap();
     let client = ClientRow {
         client_id: "cli_1".into(),
@@ -270,20 +279,7 @@ ezforge_testkit::backend_tests! {
         let store = open(&db.url).await;
         let owner = store.insert_user(&user("o@example.com"), UserAdmission::Open).await.unwrap().unwrap();
         let p = project_with_owner(&store, "p", &owner).await;
-        let mk = |slug: &str, env| ServerRow {
-            id: ezforge_core::ids::server_id(),
-            project_id: p.id.clone(),
-            name: slug.into(),
-            slug: slug.into(),
-            environment: env,
-            created_by: owner.id.clone(),
-            created_at: 1,
-            updated_at: 1,
-            access_policy: Default::default(),
-            byoa: None,
-            tool_policy: Default::default(),
-            active_deployment_id: None,
-        };
+        let mk = |slug: &str, env| server_row(&p, &owner, slug, env);
         let live = mk("alpha", Environment::Live);
         store.insert_server(&live).await.unwrap();
         store.insert_server(&mk("beta", Environment::Test)).await.unwrap();

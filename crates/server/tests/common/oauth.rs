@@ -60,6 +60,28 @@ impl TestServer {
         (owner, format!("{}/mcp/demo", self.url))
     }
 
+    /// `with_mcp_server`, deployed to `upstream_url` with an upstream timeout of `timeout_ms`.
+    pub async fn with_deployed_mcp_server(
+        &self,
+        upstream_url: String,
+        timeout_ms: i64,
+    ) -> (Session, String) {
+        let (owner, resource) = self.with_mcp_server().await;
+        self.as_session(&owner)
+            .deploy(
+                "demo",
+                &ezforge_proto::CreateDeploymentRequest {
+                    upstream_url,
+                    headers: Default::default(),
+                    timeout_ms: Some(timeout_ms),
+                    force: false,
+                },
+            )
+            .await
+            .unwrap();
+        (owner, resource)
+    }
+
     pub async fn register_client(&self, body: Value) -> (u16, Value) {
         let resp = http()
             .post(format!("{}/register", self.url))
