@@ -7,6 +7,7 @@ mod oauth_sql;
 mod request_chunks;
 mod rows;
 mod sql;
+mod sqlite_tokens;
 mod telemetry_sql;
 
 pub use sql::SqlStore;
@@ -20,4 +21,6 @@ pub enum OpenError {
     Connect(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot open the token endpoint's connection to the database: {0}")]
+    Token(String),
 }

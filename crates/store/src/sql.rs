@@ -16,6 +16,24 @@ use std::time::{Duration, Instant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The file behind an SQLite URL, if it is one (not an in-memory database).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    path.is_file().then(|| path.to_path_buf())
+}
+
+/// Runs `f`, which blocks on SQLite, where the runtime allows it: on a multi-threaded runtime
+/// the worker hands its other tasks on first (`block_in_place`); a current-thread runtime
+/// (tests, tools) has no other worker to hand them to, and runs it as it is.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 // Column lists as macros so that every query stays a `&'static str` (sqlx refuses dynamic SQL).
 macro_rules! user_cols {
     () => {
@@ -42,6 +60,9 @@ pub struct SqlStore {
     token_conn: Arc<Mutex<Option<HeldConn>>>,
     /// Whether a task is watching the kept connection, to give it back once idle.
     token_conn_reaper: Arc<AtomicBool>,
+    /// On an SQLite file, the token endpoint's own synchronous connection (see
+    /// `sqlite_tokens`); `None` on PostgreSQL and in-memory SQLite.
+    token_db: Option<Arc<crate::sqlite_tokens::TokenDb>>,
 }
 
 /// A connection kept out of the pool, and when it was last used.
@@ -80,12 +101,21 @@ impl SqlStore {
             .await
             .map_err(OpenError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        let token_db = if is_sqlite {
+            sqlite_file(url)
+                .map(|path| crate::sqlite_tokens::TokenDb::open(&path).map(Arc::new))
+                .transpose()
+                .map_err(|e| OpenError::Token(e.to_string()))?
+        } else {
+            None
+        };
         Ok(SqlStore {
             pool,
             backend,
             max_connections: max_connections.max(1),
             token_conn: Arc::default(),
             token_conn_reaper: Arc::default(),
+            token_db,
         })
     }
 
@@ -106,6 +136,9 @@ impl SqlStore {
 
     pub async fn close(&self) {
         drop(self.held_token_conn().take());
+        if let Some(db) = &self.token_db {
+            db.close();
+        }
         self.pool.close().await;
     }
 
@@ -718,6 +751,9 @@ impl Store for SqlStore {
         now: i64,
         issue: &mut IssueRefresh<'_>,
     ) -> StoreResult<Vec<CodeUse>> {
+        if let Some(db) = &self.token_db {
+            return blocking(|| db.exchange_codes(attempts, now, issue));
+        }
         let mut conn = self.take_token_conn().await?;
         let sqlite = self.backend == "sqlite";
         let done = crate::oauth_sql::exchange_codes(&mut conn, sqlite, attempts, now, issue).await;
@@ -735,6 +771,9 @@ impl Store for SqlStore {
         now: i64,
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>> {
+        if let Some(db) = &self.token_db {
+            return blocking(|| db.renew_refreshes(token_hashes, now, renew));
+        }
         let mut conn = self.take_token_conn().await?;
         let sqlite = self.backend == "sqlite";
         let done =

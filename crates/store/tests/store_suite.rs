@@ -168,6 +168,234 @@ fn rotation(hash: &str, grant: &GrantRow) -> RotationAttempt {
     }
 }
 
+async fn codes_spend_once_per_batch_and_across_batches_on(store: &SqlStore) {
+    let grant = grant_with_codes(store, 40).await;
+    // One batch: a stolen code (wrong client, wrong challenge) first, then its owner twice,
+    // an unknown code, a code spent by its owner and then presented by a thief. Answers
+    // are as if the requests came one after another in that order. `issue` hears of each
+    // code spent now, with its grant, and stores a refresh token for the first.
+    let mut heard = Vec::new();
+    let uses = store
+        .exchange_codes(
+            &[
+                attempt("code-0", "cli_evil", "ch"),
+                attempt("code-0", "cli_1", "wrong"),
+                attempt("code-0", "cli_1", "ch"),
+                attempt("code-0", "cli_1", "ch"),
+                attempt("nope", "cli_1", "ch"),
+                attempt("code-1", "cli_1", "ch"),
+                attempt("code-1", "cli_evil", "ch"),
+            ],
+            50,
+            &mut |i, code, g| {
+                heard.push((i, code.code_hash.clone(), g.cloned()));
+                (i == 2).then(|| refresh_row("rt-issued", g.unwrap()))
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&uses[0], CodeUse::Mismatch(c) if c.client_id == "cli_1" && c.used_at.is_none()),
+        "before its owner, the thief finds it unspent: {:?}",
+        uses[0]
+    );
+    assert!(
+        matches!(&uses[1], CodeUse::Mismatch(_)),
+        "a wrong verifier does not burn it: {:?}",
+        uses[1]
+    );
+    assert!(
+        matches!(&uses[2], CodeUse::First(c) if c.used_at == Some(50) && c.grant_id == grant.id),
+        "{:?}",
+        uses[2]
+    );
+    assert!(
+        matches!(&uses[3], CodeUse::Replayed(_)),
+        "a second presentation is a replay: {:?}",
+        uses[3]
+    );
+    assert_eq!(uses[4], CodeUse::Unknown);
+    assert!(matches!(&uses[5], CodeUse::First(_)));
+    assert!(
+        matches!(&uses[6], CodeUse::Replayed(c) if c.used_at == Some(50)),
+        "after its owner, the thief finds it spent: {:?}",
+        uses[6]
+    );
+    assert_eq!(
+        heard,
+        vec![
+            (2, "code-0".to_string(), Some(grant.clone())),
+            (5, "code-1".to_string(), Some(grant.clone()))
+        ]
+    );
+    assert_eq!(
+        store.refresh("rt-issued").await.unwrap(),
+        Some(refresh_row("rt-issued", &grant))
+    );
+    // Mismatches alone leave the code for its owner.
+    let uses = store
+        .exchange_codes(
+            &[
+                attempt("code-2", "cli_evil", "ch"),
+                attempt("code-2", "cli_1", "bad"),
+            ],
+            51,
+            &mut |_, _, _| None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        uses.iter()
+            .all(|u| matches!(u, CodeUse::Mismatch(c) if c.used_at.is_none())),
+        "{uses:?}"
+    );
+    // A later batch finds spent codes replayed.
+    let uses = store
+        .exchange_codes(
+            &[
+                attempt("code-0", "cli_1", "ch"),
+                attempt("code-2", "cli_1", "ch"),
+            ],
+            52,
+            &mut |_, _, _| None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.used_at == Some(50)));
+    assert!(matches!(&uses[1], CodeUse::First(_)));
+    // A batch whose writes fail changes nothing: the codes stay unspent.
+    let mut orphan = refresh_row("rt-orphan", &grant);
+    orphan.grant_id = "grt_none".into();
+    let failed = store
+        .exchange_codes(&[attempt("code-3", "cli_1", "ch")], 53, &mut |_, _, _| {
+            Some(orphan.clone())
+        })
+        .await;
+    assert!(failed.is_err(), "a refresh token of no grant is refused");
+    // More than one statement's worth (and not a power of two): every code spent once.
+    let many: Vec<CodeAttempt> = (3..40)
+        .map(|i| attempt(&format!("code-{i}"), "cli_1", "ch"))
+        .collect();
+    let uses = store
+        .exchange_codes(&many, 54, &mut |i, _, g| {
+            Some(refresh_row(&format!("rt-many-{i}"), g.unwrap()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(uses.len(), 37);
+    for (a, u) in many.iter().zip(&uses) {
+        assert!(
+            matches!(u, CodeUse::First(c) if c.code_hash == a.code_hash && c.used_at == Some(54)),
+            "{u:?}"
+        );
+    }
+    assert!(store.refresh("rt-many-36").await.unwrap().is_some());
+}
+
+async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
+    let grant = grant_with_codes(store, 1).await;
+    // 35 refresh tokens, issued by exchanging the grant's code.
+    store
+        .exchange_codes(&[attempt("code-0", "cli_1", "ch")], 10, &mut |_, _, _| None)
+        .await
+        .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    for i in 0..35 {
+        sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
+            .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
+            .execute(&mut *conn).await.unwrap();
+    }
+    drop(conn);
+    // `renew` sees each token as stored, with its grant; it declines the unknown one.
+    let hashes: Vec<String> = ["rt-0", "rt-0", "ghost", "rt-1", "rt-2"]
+        .map(String::from)
+        .to_vec();
+    let mut seen = Vec::new();
+    let out = store
+        .renew_refreshes(&hashes, 60, &mut |i, stored| {
+            seen.push((
+                i,
+                stored
+                    .as_ref()
+                    .map(|(r, g)| (r.token_hash.clone(), g.id.clone())),
+            ));
+            let (row, _) = stored?;
+            (i != 4).then(|| rotation(&row.token_hash, &grant))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.iter().filter(|(_, s)| s.is_some()).count(),
+        4,
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], (2, None));
+    // The token presented twice: the first rotates it, the second finds it spent with the
+    // same successor.
+    assert!(
+        matches!(&out[0], Some(Rotation::Rotated(r)) if r.used_at == Some(60) && r.successor_hash.as_deref() == Some("rt-0-next")),
+        "{:?}",
+        out[0]
+    );
+    assert!(
+        matches!(&out[1], Some(Rotation::AlreadyUsed(r)) if r.successor_hash.as_deref() == Some("rt-0-next")),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], None, "declined");
+    assert!(matches!(&out[3], Some(Rotation::Rotated(_))));
+    assert_eq!(out[4], None, "declined");
+    assert_eq!(
+        store.refresh("rt-2").await.unwrap().unwrap().used_at,
+        None,
+        "a declined token is left alone"
+    );
+    let next = store.refresh("rt-0-next").await.unwrap().unwrap();
+    assert_eq!(
+        (next.used_at, next.grant_id.as_str()),
+        (None, grant.id.as_str())
+    );
+    // A later batch: spent tokens stay spent, with their first successor.
+    let out = store
+        .renew_refreshes(&["rt-0".to_string()], 70, &mut |_, s| {
+            s.map(|(r, _)| rotation(&r.token_hash, &grant))
+        })
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], Some(Rotation::AlreadyUsed(r)) if r.used_at == Some(60)));
+    // 33 in one call: more than one statement's worth.
+    let many: Vec<String> = (2..35).map(|i| format!("rt-{i}")).collect();
+    let out = store
+        .renew_refreshes(&many, 80, &mut |_, s| {
+            s.map(|(r, _)| rotation(&r.token_hash, &grant))
+        })
+        .await
+        .unwrap();
+    assert!(
+        out.iter().all(|r| matches!(r, Some(Rotation::Rotated(_)))),
+        "{out:?}"
+    );
+    for i in 2..35 {
+        assert!(
+            store
+                .refresh(&format!("rt-{i}-next"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+/// On an SQLite file the token endpoint's transactions run on a connection of their own
+/// (`sqlite_tokens`); in memory they take the generic SQL that PostgreSQL uses. Both must agree.
+#[tokio::test]
+async fn in_memory_sqlite_batches_codes_and_refreshes_alike() {
+    // One connection: each connection to `sqlite::memory:` is a database of its own.
+    let store = || SqlStore::open("sqlite::memory:", 1);
+    codes_spend_once_per_batch_and_across_batches_on(&store().await.unwrap()).await;
+    refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap()).await;
+}
+
 ezforge_testkit::backend_tests! {
     async fn migrations_run_twice_without_harm(db) {
         let store = open(&db.url).await;
@@ -306,98 +534,11 @@ ezforge_testkit::backend_tests! {
     }
 
     async fn codes_spend_once_per_batch_and_across_batches(db) {
-        let store = open(&db.url).await;
-        let grant = grant_with_codes(&store, 40).await;
-        // One batch: a stolen code (wrong client, wrong challenge) first, then its owner twice,
-        // an unknown code, a code spent by its owner and then presented by a thief. Answers
-        // are as if the requests came one after another in that order. `issue` hears of each
-        // code spent now, with its grant, and stores a refresh token for the first.
-        let mut heard = Vec::new();
-        let uses = store.exchange_codes(&[
-            attempt("code-0", "cli_evil", "ch"),
-            attempt("code-0", "cli_1", "wrong"),
-            attempt("code-0", "cli_1", "ch"),
-            attempt("code-0", "cli_1", "ch"),
-            attempt("nope", "cli_1", "ch"),
-            attempt("code-1", "cli_1", "ch"),
-            attempt("code-1", "cli_evil", "ch"),
-        ], 50, &mut |i, code, g| {
-            heard.push((i, code.code_hash.clone(), g.cloned()));
-            (i == 2).then(|| refresh_row("rt-issued", g.unwrap()))
-        }).await.unwrap();
-        assert!(matches!(&uses[0], CodeUse::Mismatch(c) if c.client_id == "cli_1" && c.used_at.is_none()), "before its owner, the thief finds it unspent: {:?}", uses[0]);
-        assert!(matches!(&uses[1], CodeUse::Mismatch(_)), "a wrong verifier does not burn it: {:?}", uses[1]);
-        assert!(matches!(&uses[2], CodeUse::First(c) if c.used_at == Some(50) && c.grant_id == grant.id), "{:?}", uses[2]);
-        assert!(matches!(&uses[3], CodeUse::Replayed(_)), "a second presentation is a replay: {:?}", uses[3]);
-        assert_eq!(uses[4], CodeUse::Unknown);
-        assert!(matches!(&uses[5], CodeUse::First(_)));
-        assert!(matches!(&uses[6], CodeUse::Replayed(c) if c.used_at == Some(50)), "after its owner, the thief finds it spent: {:?}", uses[6]);
-        assert_eq!(heard, vec![(2, "code-0".to_string(), Some(grant.clone())), (5, "code-1".to_string(), Some(grant.clone()))]);
-        assert_eq!(store.refresh("rt-issued").await.unwrap(), Some(refresh_row("rt-issued", &grant)));
-        // Mismatches alone leave the code for its owner.
-        let uses = store.exchange_codes(&[attempt("code-2", "cli_evil", "ch"), attempt("code-2", "cli_1", "bad")], 51, &mut |_, _, _| None).await.unwrap();
-        assert!(uses.iter().all(|u| matches!(u, CodeUse::Mismatch(c) if c.used_at.is_none())), "{uses:?}");
-        // A later batch finds spent codes replayed.
-        let uses = store.exchange_codes(&[attempt("code-0", "cli_1", "ch"), attempt("code-2", "cli_1", "ch")], 52, &mut |_, _, _| None).await.unwrap();
-        assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.used_at == Some(50)));
-        assert!(matches!(&uses[1], CodeUse::First(_)));
-        // A batch whose writes fail changes nothing: the codes stay unspent.
-        let mut orphan = refresh_row("rt-orphan", &grant);
-        orphan.grant_id = "grt_none".into();
-        let failed = store.exchange_codes(&[attempt("code-3", "cli_1", "ch")], 53, &mut |_, _, _| Some(orphan.clone())).await;
-        assert!(failed.is_err(), "a refresh token of no grant is refused");
-        // More than one statement's worth (and not a power of two): every code spent once.
-        let many: Vec<CodeAttempt> = (3..40).map(|i| attempt(&format!("code-{i}"), "cli_1", "ch")).collect();
-        let uses = store.exchange_codes(&many, 54, &mut |i, _, g| Some(refresh_row(&format!("rt-many-{i}"), g.unwrap()))).await.unwrap();
-        assert_eq!(uses.len(), 37);
-        for (a, u) in many.iter().zip(&uses) {
-            assert!(matches!(u, CodeUse::First(c) if c.code_hash == a.code_hash && c.used_at == Some(54)), "{u:?}");
-        }
-        assert!(store.refresh("rt-many-36").await.unwrap().is_some());
+        codes_spend_once_per_batch_and_across_batches_on(&open(&db.url).await).await;
     }
 
     async fn refresh_rotation_in_batches_leaves_one_chain(db) {
-        let store = open(&db.url).await;
-        let grant = grant_with_codes(&store, 1).await;
-        // 35 refresh tokens, issued by exchanging the grant's code.
-        store.exchange_codes(&[attempt("code-0", "cli_1", "ch")], 10, &mut |_, _, _| None).await.unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        for i in 0..35 {
-            sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
-                .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
-                .execute(&mut *conn).await.unwrap();
-        }
-        drop(conn);
-        // `renew` sees each token as stored, with its grant; it declines the unknown one.
-        let hashes: Vec<String> = ["rt-0", "rt-0", "ghost", "rt-1", "rt-2"].map(String::from).to_vec();
-        let mut seen = Vec::new();
-        let out = store.renew_refreshes(&hashes, 60, &mut |i, stored| {
-            seen.push((i, stored.as_ref().map(|(r, g)| (r.token_hash.clone(), g.id.clone()))));
-            let (row, _) = stored?;
-            (i != 4).then(|| rotation(&row.token_hash, &grant))
-        }).await.unwrap();
-        assert_eq!(seen.iter().filter(|(_, s)| s.is_some()).count(), 4, "{seen:?}");
-        assert_eq!(seen[2], (2, None));
-        // The token presented twice: the first rotates it, the second finds it spent with the
-        // same successor.
-        assert!(matches!(&out[0], Some(Rotation::Rotated(r)) if r.used_at == Some(60) && r.successor_hash.as_deref() == Some("rt-0-next")), "{:?}", out[0]);
-        assert!(matches!(&out[1], Some(Rotation::AlreadyUsed(r)) if r.successor_hash.as_deref() == Some("rt-0-next")), "{:?}", out[1]);
-        assert_eq!(out[2], None, "declined");
-        assert!(matches!(&out[3], Some(Rotation::Rotated(_))));
-        assert_eq!(out[4], None, "declined");
-        assert_eq!(store.refresh("rt-2").await.unwrap().unwrap().used_at, None, "a declined token is left alone");
-        let next = store.refresh("rt-0-next").await.unwrap().unwrap();
-        assert_eq!((next.used_at, next.grant_id.as_str()), (None, grant.id.as_str()));
-        // A later batch: spent tokens stay spent, with their first successor.
-        let out = store.renew_refreshes(&["rt-0".to_string()], 70, &mut |_, s| s.map(|(r, _)| rotation(&r.token_hash, &grant))).await.unwrap();
-        assert!(matches!(&out[0], Some(Rotation::AlreadyUsed(r)) if r.used_at == Some(60)));
-        // 33 in one call: more than one statement's worth.
-        let many: Vec<String> = (2..35).map(|i| format!("rt-{i}")).collect();
-        let out = store.renew_refreshes(&many, 80, &mut |_, s| s.map(|(r, _)| rotation(&r.token_hash, &grant))).await.unwrap();
-        assert!(out.iter().all(|r| matches!(r, Some(Rotation::Rotated(_)))), "{out:?}");
-        for i in 2..35 {
-            assert!(store.refresh(&format!("rt-{i}-next")).await.unwrap().is_some());
-        }
+        refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await).await;
     }
 
     /// The token endpoint keeps a connection while busy; never the only one, and never past
