@@ -16,22 +16,39 @@ use std::time::{Duration, Instant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The file behind an SQLite URL, if it is one (not an in-memory database).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    use std::str::FromStr;
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
-    let path = options.get_filename();
-    path.is_file().then(|| path.to_path_buf())
+/// Whether the token endpoint may open its own connection to the database behind `url`: a
+/// read-write file with the default locking. Read-only, immutable, in-memory databases and other
+/// VFSs keep to the pool (a second connection would write what the operator froze, or lock
+/// differently from the pool's).
+fn direct_sqlite_allowed(url: &str) -> bool {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    !query.split('&').any(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        matches!(k, "immutable" | "vfs") || (k == "mode" && !matches!(v, "rw" | "rwc"))
+    })
 }
 
-/// Runs `f`, which blocks on SQLite, where the runtime allows it: on a multi-threaded runtime
-/// the worker hands its other tasks on first (`block_in_place`); a current-thread runtime
-/// (tests, tools) has no other worker to hand them to, and runs it as it is.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
+/// The file the pool has open as its main database, as SQLite names it (absolute), if it is a
+/// file; empty for an in-memory database.
+async fn sqlite_main_file(pool: &AnyPool) -> Option<std::path::PathBuf> {
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(pool)
+            .await
+            .ok()??;
+    let path = std::path::PathBuf::from(file);
+    path.is_file().then_some(path)
+}
+
+/// Whether this task may block its thread on SQLite: on a multi-threaded runtime it can, after
+/// handing its worker's other tasks on (`block_in_place`). On a current-thread runtime (some
+/// tests and tools) it cannot: a task on that same thread may hold SQLite's write lock across
+/// an `.await`, and would never get to release it; the generic async SQL is used there.
+fn may_block() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
 }
 
 // Column lists as macros so that every query stays a `&'static str` (sqlx refuses dynamic SQL).
@@ -101,13 +118,15 @@ impl SqlStore {
             .await
             .map_err(OpenError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
-        let token_db = if is_sqlite {
-            sqlite_file(url)
-                .map(|path| crate::sqlite_tokens::TokenDb::open(&path).map(Arc::new))
-                .transpose()
-                .map_err(|e| OpenError::Token(e.to_string()))?
-        } else {
-            None
+        let token_db = match is_sqlite && direct_sqlite_allowed(url) {
+            true => match sqlite_main_file(&pool).await {
+                Some(path) => Some(Arc::new(
+                    crate::sqlite_tokens::TokenDb::open(&path)
+                        .map_err(|e| OpenError::Token(e.to_string()))?,
+                )),
+                None => None,
+            },
+            false => None,
         };
         Ok(SqlStore {
             pool,
@@ -132,6 +151,16 @@ impl SqlStore {
             .fetch_one(&self.pool)
             .await
             .ok()
+    }
+
+    /// Whether the token endpoint's transactions would run on their own SQLite connection
+    /// (see `sqlite_tokens`) if called from here (for tests and diagnostics).
+    pub fn direct_sqlite_tokens(&self) -> bool {
+        self.direct_tokens().is_some()
+    }
+
+    fn direct_tokens(&self) -> Option<&crate::sqlite_tokens::TokenDb> {
+        self.token_db.as_deref().filter(|_| may_block())
     }
 
     pub async fn close(&self) {
@@ -751,8 +780,8 @@ impl Store for SqlStore {
         now: i64,
         issue: &mut IssueRefresh<'_>,
     ) -> StoreResult<Vec<CodeUse>> {
-        if let Some(db) = &self.token_db {
-            return blocking(|| db.exchange_codes(attempts, now, issue));
+        if let Some(db) = self.direct_tokens() {
+            return tokio::task::block_in_place(|| db.exchange_codes(attempts, now, issue));
         }
         let mut conn = self.take_token_conn().await?;
         let sqlite = self.backend == "sqlite";
@@ -771,8 +800,8 @@ impl Store for SqlStore {
         now: i64,
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>> {
-        if let Some(db) = &self.token_db {
-            return blocking(|| db.renew_refreshes(token_hashes, now, renew));
+        if let Some(db) = self.direct_tokens() {
+            return tokio::task::block_in_place(|| db.renew_refreshes(token_hashes, now, renew));
         }
         let mut conn = self.take_token_conn().await?;
         let sqlite = self.backend == "sqlite";

@@ -4,8 +4,8 @@
 //! Through sqlx, every statement on SQLite is a trip to the connection's worker thread and
 //! back, and every multi-row statement inside a transaction keeps a statement journal. The token
 //! endpoint's batch (`core::oauth::batch`) runs one transaction at a time, so those trips are
-//! its critical path. Here the whole transaction runs in one go on the calling thread, one
-//! prepared single-row statement per item: no trips, no statement journal, and the items are
+//! its critical path. Here the whole transaction runs in one go on the calling thread, item by
+//! item with prepared single-row statements: no trips, no statement journal, and the items are
 //! handled in arrival order, which is the order the answers must follow anyway.
 //!
 //! It is a second connection to the same file, beside the pool (WAL mode, `BEGIN IMMEDIATE`
@@ -70,10 +70,7 @@ impl TokenDb {
         issue: &mut IssueRefresh<'_>,
     ) -> StoreResult<Vec<CodeUse>> {
         let mut slot = self.slot();
-        let conn = slot.as_mut().ok_or_else(closed)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
+        let tx = begin(slot.as_mut().ok_or_else(closed)?)?;
         let mut uses = Vec::with_capacity(attempts.len());
         {
             // A code is spent only by its own client with the right PKCE challenge, so a stolen
@@ -139,10 +136,7 @@ impl TokenDb {
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>> {
         let mut slot = self.slot();
-        let conn = slot.as_mut().ok_or_else(closed)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
+        let tx = begin(slot.as_mut().ok_or_else(closed)?)?;
         let mut out = Vec::with_capacity(hashes.len());
         {
             let mut read_with_grant = tx
@@ -202,6 +196,18 @@ impl TokenDb {
         tx.commit().map_err(backend)?;
         Ok(out)
     }
+}
+
+/// `BEGIN IMMEDIATE`: the write lock first, so that the reads and writes that follow cannot be
+/// overtaken by another connection's write (a transaction that read first would fail, not
+/// wait). A transaction left open by a rollback that failed (rusqlite ignores that error on
+/// drop) is ended first, or every later batch would fail.
+fn begin(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK").map_err(backend)?;
+    }
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)
 }
 
 fn insert_refresh<'c>(

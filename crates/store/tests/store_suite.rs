@@ -386,17 +386,37 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
     }
 }
 
+/// On a current-thread runtime a task may not block its thread on SQLite (another task on it may
+/// hold the write lock across an `.await`), so the token batches keep to the pool there.
+#[tokio::test]
+async fn a_current_thread_runtime_keeps_token_batches_on_the_pool() {
+    let db = ezforge_testkit::TestDb::sqlite();
+    assert!(!open(&db.url).await.direct_sqlite_tokens());
+}
+
 /// On an SQLite file the token endpoint's transactions run on a connection of their own
 /// (`sqlite_tokens`); in memory they take the generic SQL that PostgreSQL uses. Both must agree.
 #[tokio::test]
 async fn in_memory_sqlite_batches_codes_and_refreshes_alike() {
     // One connection: each connection to `sqlite::memory:` is a database of its own.
     let store = || SqlStore::open("sqlite::memory:", 1);
+    assert!(!store().await.unwrap().direct_sqlite_tokens());
     codes_spend_once_per_batch_and_across_batches_on(&store().await.unwrap()).await;
     refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap()).await;
 }
 
 ezforge_testkit::backend_tests! {
+    async fn an_sqlite_file_runs_token_batches_on_its_own_connection(db) {
+        let store = open(&db.url).await;
+        let sqlite = db.url.starts_with("sqlite:");
+        assert_eq!(store.direct_sqlite_tokens(), sqlite, "{}", db.url);
+        if sqlite {
+            // A database opened read-only stays read-only: no second, writing connection.
+            let ro = db.url.replace("mode=rwc", "mode=ro");
+            assert!(!open(&ro).await.direct_sqlite_tokens(), "{ro}");
+        }
+    }
+
     async fn migrations_run_twice_without_harm(db) {
         let store = open(&db.url).await;
         store.close().await;
