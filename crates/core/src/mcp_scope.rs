@@ -55,8 +55,10 @@ pub fn needs(message: &Value, policy: &ToolPolicy) -> Needs {
         m if m.starts_with("notifications/") => Needs::Scope(MCP_READ),
         m if m.ends_with("/list") => Needs::Scope(MCP_READ),
         "tools/call" => {
+            // `get` twice rather than `pointer`, which allocates as it unescapes each step.
             let tool = message
-                .pointer("/params/name")
+                .get("params")
+                .and_then(|p| p.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if !tool_allowed(policy, tool) {

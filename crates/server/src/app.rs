@@ -282,54 +282,63 @@ pub fn default_headers(headers: &mut axum::http::HeaderMap) {
     }
 }
 
-/// The front of the application. `/mcp/{slug}` goes straight to the gateway, skipping the
-/// router and its layers: it is the hot path, and it records each request itself.
-/// Host-based routing: a request to `{slug}.{mcp domain}` is served as `/mcp/{slug}`, and its
-/// `/.well-known/oauth-protected-resource` as that server's metadata. Everything else goes
-/// to the router.
-pub fn front(inner: Router, state: AppState) -> Router {
+/// The front of the application, as the serving threads call it. `/mcp/{slug}` goes straight
+/// to the gateway, skipping the router and its layers: it is the hot path, and it records each
+/// request itself. Host-based routing: a request to `{slug}.{mcp domain}` is served as
+/// `/mcp/{slug}`, and its `/.well-known/oauth-protected-resource` as that server's metadata.
+/// Everything else goes to the router, with the peer's address as `ConnectInfo` (rate limits).
+pub fn front(inner: Router, state: AppState) -> crate::listener::App {
     use tower::ServiceExt;
-    Router::new().fallback_service(tower::service_fn(move |mut req: axum::extract::Request| {
-        let inner = inner.clone();
-        let state = state.clone();
-        async move {
-            let host = state.oauth.has_mcp_domain().then(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_ascii_lowercase)
-                    .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            });
-            if let Some(slug) = host
-                .flatten()
-                .as_deref()
-                .and_then(|h| state.oauth.slug_of_host(h))
-            {
-                let path = match req.uri().path() {
-                    "/" | "/mcp" => {
-                        return Ok(gateway_answer(&state, slug, req).await);
+    Arc::new(
+        move |req: Request<hyper::body::Incoming>, peer: SocketAddr| {
+            let inner = inner.clone();
+            let state = state.clone();
+            Box::pin(async move {
+                let mut req = req.map(axum::body::Body::new);
+                let host = state.oauth.has_mcp_domain().then(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_ascii_lowercase)
+                        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                });
+                if let Some(slug) = host
+                    .flatten()
+                    .as_deref()
+                    .and_then(|h| state.oauth.slug_of_host(h))
+                {
+                    let path = match req.uri().path() {
+                        "/" | "/mcp" => {
+                            return gateway_answer(&state, slug, req).await;
+                        }
+                        "/.well-known/oauth-protected-resource" => {
+                            Some(format!("/.well-known/oauth-protected-resource/mcp/{slug}"))
+                        }
+                        _ => None,
+                    };
+                    let path =
+                        path.unwrap_or_else(|| "/__no_such_route_on_an_mcp_host".to_string());
+                    let pq = match req.uri().query() {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path,
+                    };
+                    if let Ok(uri) = pq.parse::<axum::http::Uri>() {
+                        *req.uri_mut() = uri;
                     }
-                    "/.well-known/oauth-protected-resource" => {
-                        Some(format!("/.well-known/oauth-protected-resource/mcp/{slug}"))
-                    }
-                    _ => None,
-                };
-                let path = path.unwrap_or_else(|| "/__no_such_route_on_an_mcp_host".to_string());
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path,
-                };
-                if let Ok(uri) = pq.parse::<axum::http::Uri>() {
-                    *req.uri_mut() = uri;
                 }
-            }
-            if let Some(slug) = crate::gateway::slug_of_path(req.uri().path()) {
-                let slug = slug.to_string();
-                return Ok(gateway_answer(&state, &slug, req).await);
-            }
-            inner.oneshot(req).await
-        }
-    }))
+                if let Some(slug) = crate::gateway::slug_of_path(req.uri().path()) {
+                    let slug = slug.to_string();
+                    return gateway_answer(&state, &slug, req).await;
+                }
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                match inner.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            })
+        },
+    )
 }
 
 async fn gateway_answer(state: &AppState, slug: &str, req: axum::extract::Request) -> Response {

@@ -13,14 +13,13 @@
 //! Shutdown is graceful: stop accepting, let every connection finish what it is answering,
 //! then end the threads.
 
-use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::response::Response;
+use futures_util::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +27,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// What the serving threads run: each request with the address of the peer that sent it.
+pub type App = std::sync::Arc<
+    dyn Fn(hyper::Request<Incoming>, SocketAddr) -> BoxFuture<'static, Response> + Send + Sync,
+>;
 
 /// How many serving threads to run when not configured: one per core.
 pub fn default_threads() -> usize {
@@ -46,7 +50,7 @@ impl Threads {
     /// requests) is closed. Fails, before anything is accepted, when a thread or its runtime
     /// cannot be started.
     pub fn start(
-        app: Router,
+        app: App,
         count: usize,
         header_read_timeout: Duration,
     ) -> std::io::Result<Threads> {
@@ -158,7 +162,7 @@ async fn protocol_chosen(stream: &tokio::net::TcpStream, limit: Duration) -> boo
 /// lets them finish.
 async fn worker(
     mut connections: mpsc::UnboundedReceiver<Accepted>,
-    app: Router,
+    app: App,
     header_read_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
@@ -186,13 +190,10 @@ async fn worker(
             if !protocol_chosen(&stream, header_read_timeout).await {
                 return;
             }
-            let service = TowerToHyperService::new(tower::service_fn(
-                move |mut req: axum::http::Request<Incoming>| {
-                    // What `into_make_service_with_connect_info` would have added.
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    tower::ServiceExt::oneshot(app.clone(), req)
-                },
-            ));
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let answer = app(req, peer);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            });
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();

@@ -7,31 +7,31 @@ use ezforge_proto::{Decision, Environment};
 use serde::{Deserialize, Serialize};
 
 /// One record inside a chunk (the server is the chunk's). Short names: chunks are stored as
-/// written, millions of times.
+/// written, millions of times. Written from borrowed text (`Stored<&str>`), read into owned.
 #[derive(Serialize, Deserialize)]
-struct Stored {
-    i: String,
-    p: String,
+struct Stored<S> {
+    i: S,
+    p: S,
     e: Environment,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    d: Option<String>,
+    d: Option<S>,
     t: i64,
-    h: String,
+    h: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    m: Option<String>,
+    m: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    tool: Option<String>,
+    tool: Option<S>,
     a: Decision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    r: Option<String>,
+    r: Option<S>,
     s: u16,
     l: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sub: Option<String>,
+    sub: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    c: Option<String>,
+    c: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    k: Option<String>,
+    k: Option<S>,
     bi: i64,
     bo: i64,
 }
@@ -55,24 +55,24 @@ pub(crate) fn chunks(records: &[RequestRow]) -> Vec<Chunk> {
         .into_iter()
         .map(|(server_id, mut rows)| {
             rows.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
-            let stored: Vec<Stored> = rows
+            let stored: Vec<Stored<&str>> = rows
                 .iter()
                 .map(|r| Stored {
-                    i: r.id.clone(),
-                    p: r.project_id.clone(),
+                    i: r.id.as_str(),
+                    p: r.project_id.as_str(),
                     e: r.environment,
-                    d: r.deployment_id.clone(),
+                    d: r.deployment_id.as_deref(),
                     t: r.at_ms,
-                    h: r.http_method.clone(),
-                    m: r.method.clone(),
-                    tool: r.tool.clone(),
+                    h: r.http_method.as_str(),
+                    m: r.method.as_deref(),
+                    tool: r.tool.as_deref(),
                     a: r.decision,
-                    r: r.reason.clone(),
+                    r: r.reason.as_deref(),
                     s: r.status,
                     l: r.latency_us,
-                    sub: r.subject.clone(),
-                    c: r.client_id.clone(),
-                    k: r.token_id.clone(),
+                    sub: r.subject.as_deref(),
+                    c: r.client_id.as_deref(),
+                    k: r.token_id.as_deref(),
                     bi: r.bytes_in,
                     bo: r.bytes_out,
                 })
@@ -90,7 +90,7 @@ pub(crate) fn chunks(records: &[RequestRow]) -> Vec<Chunk> {
 
 /// The records of a stored chunk.
 pub(crate) fn decode(server_id: &str, json: &str) -> Result<Vec<RequestRow>, String> {
-    let stored: Vec<Stored> =
+    let stored: Vec<Stored<String>> =
         serde_json::from_str(json).map_err(|e| format!("a request log chunk is corrupt: {e}"))?;
     Ok(stored
         .into_iter()

@@ -59,93 +59,90 @@ pub struct TelemetryBatch {
 
 impl TelemetryBatch {
     pub fn from_records(records: Vec<RequestRow>) -> Self {
-        type Key = (String, i64, String);
-        let mut stats: BTreeMap<Key, (i64, i64, i64)> = BTreeMap::new();
-        let mut latency: BTreeMap<(String, i64, String, i64), i64> = BTreeMap::new();
-        let mut usage: BTreeMap<(String, Environment, String), (i64, i64)> = BTreeMap::new();
-        let mut actors: BTreeSet<ActorRow> = BTreeSet::new();
+        // Keys borrow from the records while counting, and are owned once per distinct key:
+        // a batch holds thousands of records and a handful of keys.
+        let mut stats: BTreeMap<(&str, i64, &str), (i64, i64, i64)> = BTreeMap::new();
+        let mut latency: BTreeMap<(&str, i64, &str, i64), i64> = BTreeMap::new();
+        let mut usage: BTreeMap<(&str, Environment, i64), (i64, i64)> = BTreeMap::new();
+        let mut actors: BTreeSet<(&str, Environment, i64, &'static str, &str)> = BTreeSet::new();
         for r in &records {
             let minute = r.at_ms.div_euclid(60_000);
-            let tool = r.tool.clone().unwrap_or_default();
-            let s = stats
-                .entry((r.server_id.clone(), minute, tool.clone()))
-                .or_default();
+            let tool = r.tool.as_deref().unwrap_or_default();
+            let s = stats.entry((&r.server_id, minute, tool)).or_default();
             s.0 += 1;
             s.1 += i64::from(r.status >= 500);
             s.2 += i64::from(r.decision == Decision::Denied);
             *latency
-                .entry((
-                    r.server_id.clone(),
-                    minute,
-                    tool,
-                    histogram::bucket(r.latency_us),
-                ))
+                .entry((&r.server_id, minute, tool, histogram::bucket(r.latency_us)))
                 .or_default() += 1;
             if r.decision == Decision::Allowed {
-                let day = calendar::day(r.at_ms.div_euclid(1000));
+                // Days as day numbers while counting; as dates once per key.
+                let day = r.at_ms.div_euclid(86_400_000);
                 let u = usage
-                    .entry((r.project_id.clone(), r.environment, day.clone()))
+                    .entry((&r.project_id, r.environment, day))
                     .or_default();
                 u.0 += 1;
                 u.1 += i64::from(r.tool_calls);
                 if let Some(client) = &r.client_id {
-                    actors.insert(ActorRow {
-                        project_id: r.project_id.clone(),
-                        environment: r.environment,
-                        day: day.clone(),
-                        kind: "client",
-                        actor: client.clone(),
-                    });
+                    actors.insert((&r.project_id, r.environment, day, "client", client));
                 }
                 if let Some(subject) = &r.subject {
-                    actors.insert(ActorRow {
-                        project_id: r.project_id.clone(),
-                        environment: r.environment,
-                        day,
-                        kind: "user",
-                        actor: subject.clone(),
-                    });
+                    actors.insert((&r.project_id, r.environment, day, "user", subject));
                 }
             }
         }
+        let date = |day: i64| calendar::day(day * 86_400);
+        let stats = stats
+            .into_iter()
+            .map(
+                |((server_id, minute, tool), (requests, errors, denials))| StatDelta {
+                    server_id: server_id.to_string(),
+                    minute,
+                    tool: tool.to_string(),
+                    requests,
+                    errors,
+                    denials,
+                },
+            )
+            .collect();
+        let latency = latency
+            .into_iter()
+            .map(|((server_id, minute, tool, bucket), count)| LatencyDelta {
+                server_id: server_id.to_string(),
+                minute,
+                tool: tool.to_string(),
+                bucket,
+                count,
+            })
+            .collect();
+        let usage = usage
+            .into_iter()
+            .map(
+                |((project_id, environment, day), (requests, tool_calls))| UsageDelta {
+                    project_id: project_id.to_string(),
+                    environment,
+                    day: date(day),
+                    requests,
+                    tool_calls,
+                },
+            )
+            .collect();
+        let actors = actors
+            .into_iter()
+            .map(|(project_id, environment, day, kind, actor)| ActorRow {
+                project_id: project_id.to_string(),
+                environment,
+                day: date(day),
+                kind,
+                actor: actor.to_string(),
+            })
+            .collect();
         TelemetryBatch {
             records,
-            stats: stats
-                .into_iter()
-                .map(
-                    |((server_id, minute, tool), (requests, errors, denials))| StatDelta {
-                        server_id,
-                        minute,
-                        tool,
-                        requests,
-                        errors,
-                        denials,
-                    },
-                )
-                .collect(),
-            latency: latency
-                .into_iter()
-                .map(|((server_id, minute, tool, bucket), count)| LatencyDelta {
-                    server_id,
-                    minute,
-                    tool,
-                    bucket,
-                    count,
-                })
-                .collect(),
-            usage: usage
-                .into_iter()
-                .map(
-                    |((project_id, environment, day), (requests, tool_calls))| UsageDelta {
-                        project_id,
-                        environment,
-                        day,
-                        requests,
-                        tool_calls,
-                    },
-                )
-                .collect(),
-            actors: actors.into_iter().collect(),
+            stats,
+            latency,
+            usage,
+            actors,
         }
     }
 }

@@ -411,7 +411,9 @@ fn insufficient(state: &AppState, slug: &str, id: Value, needed: &str) -> Respon
 /// MCP 2026-07-28's `Mcp-Method` and `Mcp-Name` headers must say what the body says, or an
 /// upstream that routes by them would run something the scope check never saw.
 fn check_mcp_headers(headers: &HeaderMap, parsed: &Value) -> Result<(), Box<Response>> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+    const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let mismatch = |what: &str| {
         Box::new(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -420,15 +422,15 @@ fn check_mcp_headers(headers: &HeaderMap, parsed: &Value) -> Result<(), Box<Resp
             &format!("the {what} header does not match the body"),
         ))
     };
-    if let Some(m) = header("mcp-method")
+    if let Some(m) = header(&MCP_METHOD)
         && parsed.get("method").and_then(Value::as_str) != Some(m)
     {
         return Err(mismatch("Mcp-Method"));
     }
-    if let Some(n) = header("mcp-name")
+    if let Some(n) = header(&MCP_NAME)
         && parsed
-            .pointer("/params/name")
-            .or_else(|| parsed.pointer("/params/uri"))
+            .get("params")
+            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
             .and_then(Value::as_str)
             != Some(n)
     {
@@ -525,16 +527,53 @@ fn check_scopes(
 /// Request headers passed to the upstream; everything else (the client's `Authorization`,
 /// cookies, hop-by-hop headers, `Host`) stays here.
 /// Besides these, every `mcp-*` header goes through (see `forward`).
-const FORWARDED_REQUEST_HEADERS: [&str; 4] =
-    ["accept", "content-type", "last-event-id", "accept-language"];
-/// Response headers passed back to the client.
-const FORWARDED_RESPONSE_HEADERS: [&str; 5] = [
-    "content-type",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "cache-control",
-    "retry-after",
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+    header::ACCEPT,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("last-event-id"),
+    header::ACCEPT_LANGUAGE,
 ];
+/// Response headers passed back to the client.
+const FORWARDED_RESPONSE_HEADERS: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-protocol-version"),
+    header::CACHE_CONTROL,
+    header::RETRY_AFTER,
+];
+
+/// The headers that tell the upstream who is calling: the subject, client and scopes, and the
+/// identity JWT that lets it trust them. Made once per token and deployment (see `forward`).
+pub struct Identity {
+    subject: HeaderValue,
+    client_id: HeaderValue,
+    scopes: HeaderValue,
+    token: HeaderValue,
+}
+
+impl Identity {
+    /// `None` when a claim cannot be carried in a header.
+    fn new(claims: &AccessClaims, token: &str) -> Option<Identity> {
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        Some(Identity {
+            subject: value(&claims.sub)?,
+            client_id: value(&claims.client_id)?,
+            scopes: value(&claims.scope)?,
+            token: value(token)?,
+        })
+    }
+
+    fn set(&self, headers: &mut HeaderMap) {
+        const SUBJECT: HeaderName = HeaderName::from_static("x-ezforge-subject");
+        const CLIENT_ID: HeaderName = HeaderName::from_static("x-ezforge-client-id");
+        const SCOPES: HeaderName = HeaderName::from_static("x-ezforge-scopes");
+        const TOKEN: HeaderName = HeaderName::from_static("x-ezforge-identity");
+        headers.insert(SUBJECT, self.subject.clone());
+        headers.insert(CLIENT_ID, self.client_id.clone());
+        headers.insert(SCOPES, self.scopes.clone());
+        headers.insert(TOKEN, self.token.clone());
+    }
+}
 
 /// Which answer to filter, and by what.
 #[derive(Clone)]
@@ -547,7 +586,11 @@ impl ToolsFilter {
     /// Filters every message (or batch item) whose result lists tools, whatever its id;
     /// `None` when there is nothing to filter.
     fn apply(&self, message: &Value) -> Option<Value> {
-        let lists_tools = |m: &Value| m.pointer("/result/tools").is_some_and(Value::is_array);
+        let lists_tools = |m: &Value| {
+            m.get("result")
+                .and_then(|r| r.get("tools"))
+                .is_some_and(Value::is_array)
+        };
         match message {
             Value::Array(items) if items.iter().any(lists_tools) => Some(Value::Array(
                 items
@@ -642,50 +685,55 @@ async fn forward(
         token,
     } = out;
     // One identity JWT per token and deployment, reused for half its minute: signing on every
-    // request would cost more than everything else the gateway does.
+    // request would cost more than everything else the gateway does. The headers naming the
+    // caller are made with it, once.
     let identity_key = format!("{}\n{}", token.hash(), deployment.id);
     let identity = match state.identities.get(&identity_key) {
         Some(t) => t,
-        None => match state
-            .oauth
-            .mint_identity_token(&deployment.upstream_url, claims)
-        {
-            Ok(t) => {
-                state.identities.insert(identity_key, t.clone());
-                t
-            }
-            Err(e) => return ApiError::from(e).into_response(),
-        },
+        None => {
+            let minted = match state
+                .oauth
+                .mint_identity_token(&deployment.upstream_url, claims)
+            {
+                Ok(t) => t,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            let Some(identity) = Identity::new(claims, &minted) else {
+                // A subject or client id no header can carry.
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    Value::Null,
+                    -32603,
+                    "the request could not be passed on to the upstream MCP server",
+                );
+            };
+            let identity = std::sync::Arc::new(identity);
+            state.identities.insert(identity_key, identity.clone());
+            identity
+        }
     };
-    let mut req = axum::http::Request::builder()
-        .method(method)
-        .uri(upstream.uri.clone())
-        .header(header::USER_AGENT, upstream::USER_AGENT);
+    let mut outgoing = HeaderMap::with_capacity(8 + upstream.headers.len());
+    outgoing.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(upstream::USER_AGENT),
+    );
     for (name, value) in headers {
         // The MCP headers (session, protocol version, and the 2026-07-28 Mcp-Method, Mcp-Name,
         // Mcp-Param-*) and a few content headers; nothing else.
-        if FORWARDED_REQUEST_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-") {
-            req = req.header(name, value.clone());
+        if FORWARDED_REQUEST_HEADERS.contains(name) || name.as_str().starts_with("mcp-") {
+            outgoing.append(name.clone(), value.clone());
         }
     }
     for (name, value) in &upstream.headers {
-        req = req.header(name, value.clone());
+        outgoing.append(name.clone(), value.clone());
     }
-    // Set last, so that neither the client nor a stored header can forge them.
-    req = req
-        .header("x-ezforge-subject", &claims.sub)
-        .header("x-ezforge-client-id", &claims.client_id)
-        .header("x-ezforge-scopes", &claims.scope)
-        .header("x-ezforge-identity", identity);
-    let Ok(req) = req.body(body.map(Body::from).unwrap_or_else(Body::empty)) else {
-        // A subject or client id no header can carry.
-        return rpc_error(
-            StatusCode::BAD_GATEWAY,
-            Value::Null,
-            -32603,
-            "the request could not be passed on to the upstream MCP server",
-        );
-    };
+    // Inserted last, replacing any value, so that neither the client nor a stored header can
+    // forge them.
+    identity.set(&mut outgoing);
+    let mut req = axum::http::Request::new(body.map(Body::from).unwrap_or_else(Body::empty));
+    *req.method_mut() = method;
+    *req.uri_mut() = upstream.uri.clone();
+    *req.headers_mut() = outgoing;
     let client = match upstream::gateway_client() {
         Ok(c) => c,
         Err(e) => {
@@ -720,10 +768,10 @@ async fn forward(
         Ok(Ok(resp)) => resp,
     };
     let (parts, incoming) = resp.into_parts();
-    let mut out = Response::builder().status(parts.status);
-    for name in FORWARDED_RESPONSE_HEADERS {
-        if let Some(v) = parts.headers.get(name) {
-            out = out.header(name, v.clone());
+    let mut kept = HeaderMap::with_capacity(FORWARDED_RESPONSE_HEADERS.len() + 4);
+    for name in &FORWARDED_RESPONSE_HEADERS {
+        for v in parts.headers.get_all(name) {
+            kept.append(name.clone(), v.clone());
         }
     }
     let is_sse = parts
@@ -756,14 +804,10 @@ async fn forward(
         // Passed through as it arrives: SSE events reach the client without buffering.
         _ => Body::new(incoming),
     };
-    out.body(body).unwrap_or_else(|_| {
-        rpc_error(
-            StatusCode::BAD_GATEWAY,
-            Value::Null,
-            -32603,
-            "the upstream answer could not be relayed",
-        )
-    })
+    let mut resp = Response::new(body);
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = kept;
+    resp
 }
 
 async fn whole(body: hyper::body::Incoming) -> Result<Bytes, hyper::Error> {

@@ -45,7 +45,11 @@ impl Seen {
             m => {
                 self.method = m.get("method").and_then(Value::as_str).map(clip);
                 if is_call(m) {
-                    self.tool = m.pointer("/params/name").and_then(Value::as_str).map(clip);
+                    self.tool = m
+                        .get("params")
+                        .and_then(|p| p.get("name"))
+                        .and_then(Value::as_str)
+                        .map(clip);
                     self.tool_calls = 1;
                 }
             }
