@@ -326,17 +326,24 @@ pub(crate) async fn exchange_codes(
 ) -> StoreResult<Vec<CodeUse>> {
     let mut tx = begin_write(conn, sqlite).await?;
     let mut uses = Vec::with_capacity(attempts.len());
+    // On PostgreSQL the statement that spends the codes also reads their grants (one round
+    // trip fewer per batch); SQLite cannot join on what an UPDATE returns.
+    let mut grants = HashMap::new();
     for chunk in attempts.chunks(CHUNK) {
-        uses.extend(use_codes_chunk(&mut tx, chunk, now).await?);
+        let (chunk_uses, chunk_grants) = use_codes_chunk(&mut tx, !sqlite, chunk, now).await?;
+        uses.extend(chunk_uses);
+        grants.extend(chunk_grants);
     }
-    let spent: Vec<&str> = uses
-        .iter()
-        .filter_map(|u| match u {
-            CodeUse::First(code) => Some(code.grant_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let grants = grants(&mut tx, &spent).await?;
+    if sqlite {
+        let spent: Vec<&str> = uses
+            .iter()
+            .filter_map(|u| match u {
+                CodeUse::First(code) => Some(code.grant_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        grants = self::grants(&mut tx, &spent).await?;
+    }
     let mut issued = Vec::new();
     for (i, u) in uses.iter().enumerate() {
         if let CodeUse::First(code) = u
@@ -350,11 +357,32 @@ pub(crate) async fn exchange_codes(
     Ok(uses)
 }
 
+/// The codes' columns as the PostgreSQL statement returns them (`c_` + name), beside the
+/// grant's own.
+const CODE_COLS_PREFIXED: &str = "code_hash AS c_code_hash, grant_id AS c_grant_id, client_id AS c_client_id, redirect_uri AS c_redirect_uri, code_challenge AS c_code_challenge, created_at AS c_created_at, expires_at AS c_expires_at, used_at AS c_used_at";
+
+fn prefixed_code(r: &sqlx::any::AnyRow) -> Result<CodeRow, sqlx::Error> {
+    use sqlx::Row;
+    Ok(CodeRow {
+        code_hash: r.try_get("c_code_hash")?,
+        grant_id: r.try_get("c_grant_id")?,
+        client_id: r.try_get("c_client_id")?,
+        redirect_uri: r.try_get("c_redirect_uri")?,
+        code_challenge: r.try_get("c_code_challenge")?,
+        created_at: r.try_get("c_created_at")?,
+        expires_at: r.try_get("c_expires_at")?,
+        used_at: r.try_get("c_used_at")?,
+    })
+}
+
+/// Spends a chunk's codes; with `with_grants` (PostgreSQL), also returns the grants of the
+/// codes it spent, read by the same statement.
 async fn use_codes_chunk(
     conn: &mut AnyConnection,
+    with_grants: bool,
     chunk: &[CodeAttempt],
     now: i64,
-) -> StoreResult<Vec<CodeUse>> {
+) -> StoreResult<(Vec<CodeUse>, HashMap<String, GrantRow>)> {
     // One statement on the hot path. A code is spent only by its own client with the right
     // PKCE challenge, so a stolen code presented by anyone else does not burn it.
     let n = chunk.len().next_power_of_two();
@@ -369,10 +397,16 @@ async fn use_codes_chunk(
         })
         .collect::<Vec<_>>()
         .join(" OR ");
-    let sql = format!(
-        "UPDATE oauth_codes SET used_at = $1 WHERE used_at IS NULL AND ({matches}) RETURNING {}",
-        code_cols!()
-    );
+    let update = "UPDATE oauth_codes SET used_at = $1 WHERE used_at IS NULL AND";
+    let sql = if with_grants {
+        format!(
+            "WITH spent AS ({update} ({matches}) RETURNING {CODE_COLS_PREFIXED}) \
+             SELECT spent.*, g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason \
+             FROM spent LEFT JOIN oauth_grants g ON g.id = spent.c_grant_id"
+        )
+    } else {
+        format!("{update} ({matches}) RETURNING {}", code_cols!())
+    };
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for a in padded(chunk) {
         q = q
@@ -380,14 +414,24 @@ async fn use_codes_chunk(
             .bind(&a.client_id)
             .bind(&a.code_challenge);
     }
-    let spent = q
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| rows::code(r).map(|c| (c.code_hash.clone(), c)))
-        .collect::<Result<HashMap<_, _>, _>>()
-        .map_err(backend)?;
+    let mut spent = HashMap::new();
+    let mut grants = HashMap::new();
+    for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
+        let code = if with_grants {
+            // A grant deleted since the code was issued comes back as NULLs.
+            if sqlx::Row::try_get::<Option<String>, _>(&r, "id")
+                .map_err(backend)?
+                .is_some()
+            {
+                let grant = rows::grant(&r).map_err(backend)?;
+                grants.insert(grant.id.clone(), grant);
+            }
+            prefixed_code(&r).map_err(backend)?
+        } else {
+            rows::code(&r).map_err(backend)?
+        };
+        spent.insert(code.code_hash.clone(), code);
+    }
     // Only refusals need to know more: whether an unspent code exists at all.
     let missed: Vec<&str> = chunk
         .iter()
@@ -398,7 +442,7 @@ async fn use_codes_chunk(
     // Each attempt is answered as if the batch had arrived one request after another, in
     // order: before the one that spent a code, a mismatched attempt found it unspent.
     let mut first = HashSet::new();
-    Ok(chunk
+    let uses = chunk
         .iter()
         .map(|a| match spent.get(&a.code_hash) {
             Some(code) => {
@@ -421,7 +465,8 @@ async fn use_codes_chunk(
                 None => CodeUse::Unknown,
             },
         })
-        .collect())
+        .collect();
+    Ok((uses, grants))
 }
 
 /// The codes with these hashes, by hash.
@@ -468,33 +513,51 @@ async fn grants(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<HashMap<S
 
 /// Stores refresh tokens; a token already stored is left as it is.
 async fn insert_refreshes(conn: &mut AnyConnection, tokens: &[RefreshRow]) -> StoreResult<()> {
-    // In one order everywhere, so that two nodes inserting the same successors cannot wait on
-    // each other's half of them (a deadlock on PostgreSQL).
-    let mut tokens: Vec<&RefreshRow> = tokens.iter().collect();
-    tokens.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
-    for chunk in tokens.chunks(CHUNK) {
-        let values = (0..chunk.len().next_power_of_two())
-            .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO oauth_refresh_tokens ({}) VALUES {values} ON CONFLICT (token_hash) DO NOTHING",
-            refresh_cols!()
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for t in padded(chunk) {
-            q = q
-                .bind(&t.token_hash)
-                .bind(&t.grant_id)
-                .bind(&t.scope)
-                .bind(t.created_at)
-                .bind(t.expires_at)
-                .bind(t.used_at)
-                .bind(&t.successor_hash);
-        }
-        q.execute(&mut *conn).await.map_err(backend)?;
+    for chunk in sorted_chunks(tokens) {
+        let sql = insert_refreshes_sql(1, chunk.len());
+        bind_refreshes(sqlx::query(AssertSqlSafe(sql)), &chunk)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
     }
     Ok(())
+}
+
+/// Tokens in one order everywhere, so that two nodes inserting the same successors cannot
+/// wait on each other's half of them (a deadlock on PostgreSQL); in statement-sized chunks.
+fn sorted_chunks(tokens: &[RefreshRow]) -> Vec<Vec<&RefreshRow>> {
+    let mut tokens: Vec<&RefreshRow> = tokens.iter().collect();
+    tokens.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
+    tokens.chunks(CHUNK).map(<[_]>::to_vec).collect()
+}
+
+/// The INSERT for `n` tokens (padded), its placeholders numbered from `first`.
+fn insert_refreshes_sql(first: usize, n: usize) -> String {
+    let values = (0..n.next_power_of_two())
+        .map(|i| format!("({})", placeholders(first + 7 * i, 7)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO oauth_refresh_tokens ({}) VALUES {values} ON CONFLICT (token_hash) DO NOTHING",
+        refresh_cols!()
+    )
+}
+
+fn bind_refreshes<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    chunk: &'q [&RefreshRow],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for t in padded(chunk) {
+        q = q
+            .bind(&t.token_hash)
+            .bind(&t.grant_id)
+            .bind(&t.scope)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .bind(t.used_at)
+            .bind(&t.successor_hash);
+    }
+    q
 }
 
 pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
@@ -552,7 +615,7 @@ pub(crate) async fn renew_refreshes(
     }
     let mut rotations = Vec::with_capacity(attempts.len());
     for chunk in attempts.chunks(CHUNK) {
-        rotations.extend(rotate_chunk(&mut tx, chunk, now).await?);
+        rotations.extend(rotate_chunk(&mut tx, !sqlite, chunk, now).await?);
     }
     tx.commit().await.map_err(backend)?;
     let mut out = vec![None; hashes.len()];
@@ -562,15 +625,22 @@ pub(crate) async fn renew_refreshes(
     Ok(out)
 }
 
+/// Spends a chunk's tokens, storing their successors first. With `one_statement`
+/// (PostgreSQL) both go in one statement, the INSERT as a CTE: one round trip fewer per batch.
+/// The UPDATE does not see the rows that INSERT adds, and needs not: every token it spends was
+/// read at the start of the batch.
 async fn rotate_chunk(
     conn: &mut AnyConnection,
+    one_statement: bool,
     chunk: &[RotationAttempt],
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
     // A successor is derived from its parent token, so inserting it is idempotent; it is
-    // inserted before the parent is spent, in the same transaction.
+    // inserted before (or with) the parent being spent, in the same transaction.
     let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
-    insert_refreshes(conn, &successors).await?;
+    if !one_statement {
+        insert_refreshes(conn, &successors).await?;
+    }
     let n = chunk.len().next_power_of_two();
     let cases = (0..n)
         .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
@@ -580,13 +650,27 @@ async fn rotate_chunk(
         .map(|i| format!("${}", 2 + 2 * i))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    let update = format!(
         "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = CASE token_hash {cases} END WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
         refresh_cols!()
     );
+    // A chunk holds at most CHUNK attempts, so its successors make one sorted chunk.
+    let sorted = sorted_chunks(&successors)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let sql = if one_statement {
+        let insert = insert_refreshes_sql(2 + 2 * n, sorted.len());
+        format!("WITH inserted AS ({insert}) {update}")
+    } else {
+        update
+    };
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for a in padded(chunk) {
         q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
+    }
+    if one_statement {
+        q = bind_refreshes(q, &sorted);
     }
     let spent = q
         .fetch_all(&mut *conn)
