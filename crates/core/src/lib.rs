@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod audit;
 pub mod byoa;
+pub mod cache;
 pub mod clock;
 pub mod crypto;
 pub mod error;

@@ -187,10 +187,7 @@ pub async fn start_with_clock(
         master: master_for_state,
         byoa: byoa_verifier,
         routes: crate::gateway::route_cache(),
-        identities: moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(30))
-            .build(),
+        identities: ezforge_core::cache::TtlCache::new(100_000, Duration::from_secs(30)),
         http: Arc::new(http),
     });
     let demo = if config.demo {

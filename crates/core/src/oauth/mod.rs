@@ -92,9 +92,9 @@ pub struct OAuth {
     /// Registered clients, briefly: every token request looks its client up.
     client_cache: moka::sync::Cache<String, Arc<model::ClientRow>>,
     /// Access tokens whose signature was checked, by token hash (expiry is checked on use).
-    verified: moka::sync::Cache<String, Arc<token::AccessClaims>>,
+    verified: crate::cache::TtlCache<String, Arc<token::AccessClaims>>,
     /// Whether a grant is live, for a few seconds (see `grant_live`).
-    grant_liveness: moka::sync::Cache<String, bool>,
+    grant_liveness: crate::cache::TtlCache<String, bool>,
 }
 
 impl OAuth {
@@ -119,14 +119,8 @@ impl OAuth {
             master,
             keys,
             cimd: None,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(token_ttl)
-                .build(),
-            grant_liveness: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(grant_ttl)
-                .build(),
+            verified: crate::cache::TtlCache::new(100_000, token_ttl),
+            grant_liveness: crate::cache::TtlCache::new(100_000, grant_ttl),
             client_cache: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(std::time::Duration::from_secs(60))

@@ -31,7 +31,7 @@ pub enum QuotaCheck {
 
 pub struct Quotas {
     store: Arc<dyn Store>,
-    cache: moka::sync::Cache<String, Arc<QuotaState>>,
+    cache: crate::cache::TtlCache<String, Arc<QuotaState>>,
     /// Per project: requests admitted on this node and not yet written.
     unflushed: Mutex<HashMap<String, i64>>,
 }
@@ -40,10 +40,7 @@ impl Quotas {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Quotas {
             store,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(5))
-                .build(),
+            cache: crate::cache::TtlCache::new(100_000, Duration::from_secs(5)),
             unflushed: Mutex::new(HashMap::new()),
         }
     }
@@ -62,10 +59,7 @@ impl Quotas {
                 } else {
                     // Racing loads keep the first one inserted, so no increment is lost on a
                     // state nobody else sees.
-                    self.cache
-                        .entry(project_id.to_string())
-                        .or_insert_with(|| fresh)
-                        .into_value()
+                    self.cache.get_or_insert(project_id.to_string(), fresh)
                 }
             }
         };

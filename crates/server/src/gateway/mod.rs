@@ -94,13 +94,10 @@ impl Upstream {
     }
 }
 
-pub type RouteCache = moka::sync::Cache<String, Option<std::sync::Arc<Route>>>;
+pub type RouteCache = ezforge_core::cache::TtlCache<String, Option<std::sync::Arc<Route>>>;
 
 pub fn route_cache() -> RouteCache {
-    moka::sync::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(Duration::from_secs(2))
-        .build()
+    ezforge_core::cache::TtlCache::new(100_000, Duration::from_secs(2))
 }
 
 async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Route>>, CoreError> {

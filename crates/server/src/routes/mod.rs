@@ -45,7 +45,7 @@ pub struct Shared {
     /// Seals upstream credentials.
     pub master: Arc<ezforge_core::crypto::MasterKey>,
     /// Identity JWTs for upstreams, by token hash and deployment, for 30 s of their 60.
-    pub identities: moka::sync::Cache<String, std::sync::Arc<crate::gateway::Identity>>,
+    pub identities: ezforge_core::cache::TtlCache<String, std::sync::Arc<crate::gateway::Identity>>,
     /// Servers and their active deployments, as the gateway routes them.
     pub routes: crate::gateway::RouteCache,
     /// Verifies tokens of BYOA servers against their issuers' JWKS.
