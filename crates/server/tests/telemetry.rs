@@ -284,6 +284,24 @@ ezforge_testkit::backend_tests! {
         assert_eq!(rpc(&resource, Some(&write), "tools/list", json!({})).await.0, 200);
     }
 
+    async fn a_monthly_quota_starts_over_when_the_month_turns(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = deployed(&t).await;
+        t.as_session(&owner).set_quota("demo-project", Some(1)).await.unwrap();
+        let write = token(&t, &owner, &resource, "mcp:read mcp:write").await;
+        assert_eq!(rpc(&resource, Some(&write), "tools/list", json!({})).await.0, 200);
+        assert_eq!(rpc(&resource, Some(&write), "tools/list", json!({})).await.0, 429);
+        records(&t, &owner, 2).await;
+
+        // A minute into next month (UTC), on the server's clock: the month it remembered is over.
+        let now = ezforge_core::Clock::now(&t.clock);
+        t.clock.advance(ezforge_core::telemetry::calendar::next_month_start(now) - now + 60);
+        let owner = t.client().login("owner@example.com", common::PASSWORD).await.unwrap();
+        let write = token(&t, &owner, &resource, "mcp:read mcp:write").await;
+        assert_eq!(rpc(&resource, Some(&write), "tools/list", json!({})).await.0, 200, "a new month");
+        assert_eq!(rpc(&resource, Some(&write), "tools/list", json!({})).await.0, 429, "and its own count");
+    }
+
     async fn control_plane_changes_are_audited(db) {
         let t = TestServer::start(db).await;
         let (owner, _) = deployed(&t).await;

@@ -20,6 +20,14 @@ pub fn month(unix_secs: i64) -> String {
     format!("{:04}-{:02}", d.year(), d.month() as u8)
 }
 
+/// Unix time of the first second of the month containing `unix_secs`.
+pub fn month_start(unix_secs: i64) -> i64 {
+    let d = date_of(unix_secs);
+    Date::from_calendar_date(d.year(), d.month(), 1)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(unix_secs)
+}
+
 /// Unix time of the first second of the month after the one containing `unix_secs`.
 pub fn next_month_start(unix_secs: i64) -> i64 {
     let d = date_of(unix_secs);
@@ -56,6 +64,9 @@ mod tests {
         assert_eq!(month(t), "2026-11");
         assert_eq!(day(next_month_start(t)), "2026-12-01");
         assert_eq!(next_month_start(t) % 86_400, 0);
+        assert_eq!(day(month_start(t)), "2026-11-01");
+        assert_eq!(month_start(month_start(t)), month_start(t));
+        assert_eq!(month_start(next_month_start(t) - 1), month_start(t));
         let dec = parse_day("2026-12-31").unwrap();
         assert_eq!(day(next_month_start(dec)), "2027-01-01");
         assert_eq!(parse_day("2026-02-30"), None);

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 struct QuotaState {
     limit: Option<i64>,
-    month: String,
+    /// The month it counts, as unix times: its first second, and the next month's.
+    from: i64,
+    until: i64,
     used: AtomicI64,
 }
 
@@ -47,11 +49,11 @@ impl Quotas {
 
     /// Counts one request against the project's quota, unless that would exceed it.
     pub async fn admit(&self, project_id: &str, now_secs: i64) -> StoreResult<QuotaCheck> {
-        let month = calendar::month(now_secs);
+        // The month is compared as a time range: no date formatting on the gateway's hot path.
         let state = match self.cache.get(project_id) {
-            Some(s) if s.month == month => s,
+            Some(s) if (s.from..s.until).contains(&now_secs) => s,
             stale => {
-                let fresh = Arc::new(self.load(project_id, &month).await?);
+                let fresh = Arc::new(self.load(project_id, now_secs).await?);
                 if stale.is_some() {
                     // Last month's entry: replace it.
                     self.cache.insert(project_id.to_string(), fresh.clone());
@@ -79,11 +81,12 @@ impl Quotas {
         Ok(QuotaCheck::Counted)
     }
 
-    async fn load(&self, project_id: &str, month: &str) -> StoreResult<QuotaState> {
+    async fn load(&self, project_id: &str, now_secs: i64) -> StoreResult<QuotaState> {
         let limit = self.store.project_quota(project_id).await?;
         let used = match limit {
             Some(_) => {
-                let stored = self.store.month_requests(project_id, month).await?;
+                let month = calendar::month(now_secs);
+                let stored = self.store.month_requests(project_id, &month).await?;
                 let pending = self
                     .unflushed
                     .lock()
@@ -95,7 +98,8 @@ impl Quotas {
         };
         Ok(QuotaState {
             limit,
-            month: month.to_string(),
+            from: calendar::month_start(now_secs),
+            until: calendar::next_month_start(now_secs),
             used: AtomicI64::new(used),
         })
     }
