@@ -41,9 +41,30 @@ struct Local<K, V> {
     entries: HashMap<K, (V, Instant)>,
 }
 
+/// Cache ids are small distinct integers: one multiplication spreads them (Fibonacci hashing),
+/// no SipHash needed.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ById = HashMap<u64, Box<dyn Any>, std::hash::BuildHasherDefault<IdHasher>>;
+
 thread_local! {
     /// This thread's copies, by cache id.
-    static LOCAL: RefCell<HashMap<u64, Box<dyn Any>>> = RefCell::new(HashMap::new());
+    static LOCAL: RefCell<ById> = RefCell::new(ById::default());
 }
 
 impl<K, V> TtlCache<K, V>

@@ -73,9 +73,27 @@ fn upstream_uri(url: &str) -> Result<axum::http::Uri, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The `Host` header for `uri`, as hyper's client makes it: the host, and the port unless it is
+/// the scheme's default (no user info).
+fn host_header(uri: &axum::http::Uri) -> Result<HeaderValue, String> {
+    let host = uri.host().ok_or("the upstream URL has no host")?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if Some(port) != default_port => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::from_str(&value).map_err(|e| e.to_string())
+}
+
 /// Where a deployment's traffic goes, ready to use.
 pub struct Upstream {
     pub uri: axum::http::Uri,
+    /// Its `Host` header, made once: hyper's client would build it on every request.
+    pub host: HeaderValue,
     /// The deployment's own headers (credentials), decrypted.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -83,6 +101,7 @@ pub struct Upstream {
 impl Upstream {
     fn open(state: &AppState, deployment: &DeploymentRow) -> Result<Upstream, String> {
         let uri = upstream_uri(&deployment.upstream_url)?;
+        let host = host_header(&uri)?;
         let stored = upstream::open_headers(&state.master, deployment.credentials.as_deref())?;
         let mut headers = Vec::with_capacity(stored.len());
         for (name, value) in &stored {
@@ -90,7 +109,7 @@ impl Upstream {
             let value = HeaderValue::try_from(value.as_str()).map_err(|e| e.to_string())?;
             headers.push((name, value));
         }
-        Ok(Upstream { uri, headers })
+        Ok(Upstream { uri, host, headers })
     }
 }
 
@@ -542,6 +561,8 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 5] = [
 /// The headers that tell the upstream who is calling: the subject, client and scopes, and the
 /// identity JWT that lets it trust them. Made once per token and deployment (see `forward`).
 pub struct Identity {
+    /// The deployment whose upstream the identity JWT names.
+    deployment_id: String,
     subject: HeaderValue,
     client_id: HeaderValue,
     scopes: HeaderValue,
@@ -550,9 +571,10 @@ pub struct Identity {
 
 impl Identity {
     /// `None` when a claim cannot be carried in a header.
-    fn new(claims: &AccessClaims, token: &str) -> Option<Identity> {
+    fn new(deployment_id: &str, claims: &AccessClaims, token: &str) -> Option<Identity> {
         let value = |s: &str| HeaderValue::from_str(s).ok();
         Some(Identity {
+            deployment_id: deployment_id.to_string(),
             subject: value(&claims.sub)?,
             client_id: value(&claims.client_id)?,
             scopes: value(&claims.scope)?,
@@ -684,8 +706,13 @@ async fn forward(
     // One identity JWT per token and deployment, reused for half its minute: signing on every
     // request would cost more than everything else the gateway does. The headers naming the
     // caller are made with it, once.
-    let identity_key = format!("{}\n{}", token.hash(), deployment.id);
-    let identity = match state.identities.get(&identity_key) {
+    // Keyed by the token alone and checked against the deployment: a token names one server,
+    // and a server has one active deployment at a time.
+    let identity = match state
+        .identities
+        .get(token.hash())
+        .filter(|i| i.deployment_id == deployment.id)
+    {
         Some(t) => t,
         None => {
             let minted = match state
@@ -695,7 +722,7 @@ async fn forward(
                 Ok(t) => t,
                 Err(e) => return ApiError::from(e).into_response(),
             };
-            let Some(identity) = Identity::new(claims, &minted) else {
+            let Some(identity) = Identity::new(&deployment.id, claims, &minted) else {
                 // A subject or client id no header can carry.
                 return rpc_error(
                     StatusCode::BAD_GATEWAY,
@@ -705,11 +732,14 @@ async fn forward(
                 );
             };
             let identity = std::sync::Arc::new(identity);
-            state.identities.insert(identity_key, identity.clone());
+            state
+                .identities
+                .insert(token.hash().to_string(), identity.clone());
             identity
         }
     };
     let mut outgoing = HeaderMap::with_capacity(8 + upstream.headers.len());
+    outgoing.insert(header::HOST, upstream.host.clone());
     outgoing.insert(
         header::USER_AGENT,
         HeaderValue::from_static(upstream::USER_AGENT),
@@ -845,5 +875,22 @@ mod tests {
             );
         }
         assert!(upstream_uri("not a url").is_err());
+    }
+
+    #[test]
+    fn the_host_header_is_the_one_hyper_would_send() {
+        for (url, expected) in [
+            ("http://127.0.0.1:8080/mcp", "127.0.0.1:8080"),
+            ("http://up.example/mcp", "up.example"),
+            ("http://up.example:80/mcp", "up.example"),
+            ("https://up.example:443/mcp", "up.example"),
+            ("https://up.example:8443/mcp", "up.example:8443"),
+            ("https://user:pw@up.example/mcp", "up.example"),
+            ("http://[::1]:9000/mcp", "[::1]:9000"),
+            ("https://bücher.example/mcp", "xn--bcher-kva.example"),
+        ] {
+            let uri = upstream_uri(url).unwrap();
+            assert_eq!(super::host_header(&uri).unwrap(), expected, "{url}");
+        }
     }
 }
