@@ -615,7 +615,7 @@ pub(crate) async fn renew_refreshes(
     }
     let mut rotations = Vec::with_capacity(attempts.len());
     for chunk in attempts.chunks(CHUNK) {
-        rotations.extend(rotate_chunk(&mut tx, !sqlite, chunk, now).await?);
+        rotations.extend(rotate_chunk(&mut tx, chunk, now).await?);
     }
     tx.commit().await.map_err(backend)?;
     let mut out = vec![None; hashes.len()];
@@ -625,22 +625,18 @@ pub(crate) async fn renew_refreshes(
     Ok(out)
 }
 
-/// Spends a chunk's tokens, storing their successors first. With `one_statement`
-/// (PostgreSQL) both go in one statement, the INSERT as a CTE: one round trip fewer per batch.
-/// The UPDATE does not see the rows that INSERT adds, and needs not: every token it spends was
-/// read at the start of the batch.
+/// Spends a chunk's tokens, storing their successors first (in the same transaction).
 async fn rotate_chunk(
     conn: &mut AnyConnection,
-    one_statement: bool,
     chunk: &[RotationAttempt],
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
-    // A successor is derived from its parent token, so inserting it is idempotent; it is
-    // inserted before (or with) the parent being spent, in the same transaction.
+    // A successor is derived from its parent token, so inserting it is idempotent. It is
+    // inserted before the parent is locked, by its own statement: a data-modifying CTE that
+    // the UPDATE does not read runs after it on PostgreSQL, which would lock in the other
+    // order than nodes running this code before, and could deadlock with them.
     let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
-    if !one_statement {
-        insert_refreshes(conn, &successors).await?;
-    }
+    insert_refreshes(conn, &successors).await?;
     let n = chunk.len().next_power_of_two();
     let cases = (0..n)
         .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
@@ -650,27 +646,13 @@ async fn rotate_chunk(
         .map(|i| format!("${}", 2 + 2 * i))
         .collect::<Vec<_>>()
         .join(", ");
-    let update = format!(
+    let sql = format!(
         "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = CASE token_hash {cases} END WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
         refresh_cols!()
     );
-    // A chunk holds at most CHUNK attempts, so its successors make one sorted chunk.
-    let sorted = sorted_chunks(&successors)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let sql = if one_statement {
-        let insert = insert_refreshes_sql(2 + 2 * n, sorted.len());
-        format!("WITH inserted AS ({insert}) {update}")
-    } else {
-        update
-    };
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for a in padded(chunk) {
         q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
-    }
-    if one_statement {
-        q = bind_refreshes(q, &sorted);
     }
     let spent = q
         .fetch_all(&mut *conn)
