@@ -152,20 +152,62 @@ where
         self.remember(generation, key, value, expires);
     }
 
-    /// The value stored under `key`, inserting `value` if there is none (or only an expired
-    /// one): racing callers all get the first value inserted.
-    pub fn get_or_insert(&self, key: K, value: V) -> V {
+    /// Where invalidations stand: read it before loading a value from its source, and pass it
+    /// to [`TtlCache::insert_loaded`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Inserts a value loaded from its source after `generation` was read, unless an
+    /// invalidation happened since: then the value may predate it (a grant read as live just
+    /// before its revocation committed), and it is dropped everywhere.
+    pub fn insert_loaded(&self, generation: u64, key: K, value: V) {
+        let expires = Instant::now() + self.ttl;
+        self.shared.insert(key.clone(), (value.clone(), expires));
+        if self.generation.load(Ordering::Acquire) != generation {
+            // Another thread may have copied it already: `invalidate` bumps the generation.
+            self.invalidate(&key);
+            return;
+        }
+        self.remember(generation, key, value, expires);
+    }
+
+    /// The value stored under `key` if `keep` accepts it and it has not expired; otherwise
+    /// `fresh` replaces it. Atomic: racing callers all get the same value. Replacing a value
+    /// drops every thread's copy of it.
+    pub fn get_or_replace(&self, key: K, keep: impl Fn(&V) -> bool, fresh: V) -> V {
+        use moka::ops::compute::{CompResult, Op};
         let generation = self.generation.load(Ordering::Acquire);
         let now = Instant::now();
-        let fresh = (value, now + self.ttl);
-        let entry = self.shared.entry(key.clone()).or_insert(fresh.clone());
-        let (value, expires) = if entry.value().1 > now {
-            entry.into_value()
-        } else {
-            self.shared.insert(key.clone(), fresh.clone());
-            fresh
+        let fresh = (fresh, now + self.ttl);
+        let result = self
+            .shared
+            .entry(key.clone())
+            .and_compute_with(|current| match current {
+                Some(e) if e.value().1 > now && keep(&e.value().0) => Op::Nop,
+                _ => Op::Put(fresh.clone()),
+            });
+        let (value, expires, replaced) = match result {
+            CompResult::Unchanged(e) => {
+                let (v, x) = e.into_value();
+                (v, x, false)
+            }
+            CompResult::ReplacedWith(e) => {
+                let (v, x) = e.into_value();
+                (v, x, true)
+            }
+            CompResult::Inserted(e) => {
+                let (v, x) = e.into_value();
+                (v, x, false)
+            }
+            // `Op::Remove` is never returned above; take the fresh value for completeness.
+            CompResult::Removed(_) | CompResult::StillNone(_) => (fresh.0, fresh.1, false),
         };
-        self.remember(generation, key, value.clone(), expires);
+        if replaced {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.remember(generation, key, value.clone(), expires);
+        }
         value
     }
 
@@ -246,17 +288,50 @@ mod tests {
     }
 
     #[test]
-    fn racing_inserts_keep_the_first_value() {
+    fn racing_inserts_keep_the_first_value_until_it_is_replaced() {
         let c = cache(60_000);
-        assert_eq!(c.get_or_insert("q".into(), 1), 1);
-        assert_eq!(c.get_or_insert("q".into(), 2), 1);
+        let always = |_: &u32| true;
+        assert_eq!(c.get_or_replace("q".into(), always, 1), 1);
+        assert_eq!(c.get_or_replace("q".into(), always, 2), 1);
         let other = c.clone();
-        let seen = std::thread::spawn(move || other.get_or_insert("q".into(), 3))
+        let seen = std::thread::spawn(move || other.get_or_replace("q".into(), always, 3))
             .join()
             .unwrap();
         assert_eq!(seen, 1);
+        // A value `keep` refuses is replaced once, and every thread sees the replacement.
+        assert_eq!(c.get_or_replace("q".into(), |v| *v != 1, 4), 4);
+        assert_eq!(c.get_or_replace("q".into(), |v| *v != 1, 5), 4);
+        let other = c.clone();
+        assert_eq!(
+            std::thread::spawn(move || other.get("q")).join().unwrap(),
+            Some(4)
+        );
+        assert_eq!(c.get("q"), Some(4));
         c.invalidate("q");
-        assert_eq!(c.get_or_insert("q".into(), 4), 4);
+        assert_eq!(c.get_or_replace("q".into(), always, 6), 6);
+    }
+
+    #[test]
+    fn a_value_loaded_before_an_invalidation_is_not_kept() {
+        let c = cache(60_000);
+        let before = c.generation();
+        // Loaded (say, a grant read as live)... then revoked and invalidated elsewhere...
+        let other = c.clone();
+        std::thread::spawn(move || other.invalidate("g"))
+            .join()
+            .unwrap();
+        // ...then stored: it must not stay.
+        c.insert_loaded(before, "g".into(), 1);
+        assert_eq!(c.get("g"), None);
+        let other = c.clone();
+        assert_eq!(
+            std::thread::spawn(move || other.get("g")).join().unwrap(),
+            None
+        );
+        // Loaded with no invalidation in between: kept.
+        let now = c.generation();
+        c.insert_loaded(now, "g".into(), 2);
+        assert_eq!(c.get("g"), Some(2));
     }
 
     #[test]

@@ -372,12 +372,16 @@ impl OAuth {
         if let Some(live) = self.grant_liveness.get(grant_id) {
             return Ok(live);
         }
+        // Read before the database: a revocation that commits after our read bumps it, and
+        // the answer read before it is then not kept.
+        let generation = self.grant_liveness.generation();
         let live = self
             .store
             .grant(grant_id)
             .await?
             .is_some_and(|g| g.revoked_at.is_none());
-        self.grant_liveness.insert(grant_id.to_string(), live);
+        self.grant_liveness
+            .insert_loaded(generation, grant_id.to_string(), live);
         Ok(live)
     }
 }

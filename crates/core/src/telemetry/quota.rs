@@ -50,19 +50,15 @@ impl Quotas {
     /// Counts one request against the project's quota, unless that would exceed it.
     pub async fn admit(&self, project_id: &str, now_secs: i64) -> StoreResult<QuotaCheck> {
         // The month is compared as a time range: no date formatting on the gateway's hot path.
+        let this_month = |s: &Arc<QuotaState>| (s.from..s.until).contains(&now_secs);
         let state = match self.cache.get(project_id) {
-            Some(s) if (s.from..s.until).contains(&now_secs) => s,
-            stale => {
+            Some(s) if this_month(&s) => s,
+            _ => {
                 let fresh = Arc::new(self.load(project_id, now_secs).await?);
-                if stale.is_some() {
-                    // Last month's entry: replace it.
-                    self.cache.insert(project_id.to_string(), fresh.clone());
-                    fresh
-                } else {
-                    // Racing loads keep the first one inserted, so no increment is lost on a
-                    // state nobody else sees.
-                    self.cache.get_or_insert(project_id.to_string(), fresh)
-                }
+                // Racing loads (a cold cache, or the month turning) all end up counting on the
+                // first state put in, so no increment is lost on a state nobody else sees.
+                self.cache
+                    .get_or_replace(project_id.to_string(), this_month, fresh)
             }
         };
         let Some(limit) = state.limit else {
