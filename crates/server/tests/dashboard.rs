@@ -329,3 +329,60 @@ async fn keys_are_shown_once_and_pages_escape_what_users_typed() {
     let (status, _, _) = other.get("/dashboard/servers/demo").await;
     assert_eq!(status, 404);
 }
+
+/// Removing a member on the dashboard ends the grants their membership allowed at once, as
+/// through `/v1`: not after the grant state's time in memory.
+#[tokio::test]
+async fn removing_a_member_on_the_dashboard_ends_their_grants_at_once() {
+    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
+    let (mut b, csrf) = signed_up(&t, "owner@example.com").await;
+    let owner = t
+        .client()
+        .login("owner@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let api = t.as_session(&owner);
+    api.create_project("demo-project").await.unwrap();
+    let server = ezforge_proto::CreateServerRequest {
+        name: "Demo".into(),
+        slug: "demo".into(),
+        environment: None,
+    };
+    api.create_server("demo-project", &server).await.unwrap();
+    let resource = format!("{}/mcp/demo", t.url);
+    let bob = t.signup("bob@example.com").await;
+    api.add_member(
+        "demo-project",
+        "bob@example.com",
+        ezforge_proto::Role::Member,
+    )
+    .await
+    .unwrap();
+    let client_id = t.public_client().await;
+    let code = t.code_for(&bob, &client_id, &resource, "mcp:read").await;
+    let (_, tokens) = t.exchange(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    // Checked once, so that the grant's state is in memory.
+    assert!(
+        t.server
+            .oauth
+            .verify_access_token(access, Some(&resource))
+            .await
+            .is_ok()
+    );
+
+    let path = format!(
+        "/dashboard/projects/demo-project/members/{}/remove",
+        bob.info.user.id
+    );
+    let (status, _, _) = b.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert!(
+        t.server
+            .oauth
+            .verify_access_token(access, Some(&resource))
+            .await
+            .is_err(),
+        "the removed member's token still works"
+    );
+}

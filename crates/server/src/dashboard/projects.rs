@@ -384,7 +384,11 @@ pub async fn remove_member(
         .remove_member(&v.principal, &project, &user)
         .await
     {
-        Ok(()) => see_other_with(&state, &back, Flash::Notice("Member removed.".into())),
+        Ok(()) => {
+            // As through `/v1`: the member's grants on this node's memory end at once.
+            state.oauth.forget_grant_states();
+            see_other_with(&state, &back, Flash::Notice("Member removed.".into()))
+        }
         Err(e) => back_with_error(&state, &back, e),
     }
 }
