@@ -65,6 +65,19 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Headers a deployment may not store: they frame the message or manage the connection, and a
+/// second value beside the one hyper writes would make the request ambiguous (smuggling).
+const FRAMING_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
 pub fn seal_headers(
     master: &MasterKey,
     headers: &BTreeMap<String, String>,
@@ -77,6 +90,11 @@ pub fn seal_headers(
             || reqwest::header::HeaderValue::from_str(v).is_err()
         {
             return Err(format!("`{k}` is not a valid header name and value"));
+        }
+        if FRAMING_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+            return Err(format!(
+                "`{k}` describes the connection or the body's framing; the gateway sets it itself"
+            ));
         }
     }
     let json = serde_json::to_vec(headers).map_err(|e| e.to_string())?;
@@ -205,4 +223,34 @@ pub fn root_cause(e: &dyn std::error::Error) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_cannot_store_framing_or_connection_headers() {
+        let master = MasterKey::generate().unwrap();
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "TE",
+            "upgrade",
+        ] {
+            let headers = BTreeMap::from([(name.to_string(), "1".to_string())]);
+            let err = seal_headers(&master, &headers).unwrap_err();
+            assert!(err.contains("framing"), "{name}: {err}");
+        }
+        let headers = BTreeMap::from([
+            (
+                "authorization".to_string(),
+                "Bearer upstream-secret".to_string(),
+            ),
+            ("host".to_string(), "internal.example".to_string()),
+        ]);
+        let sealed = seal_headers(&master, &headers).unwrap();
+        assert_eq!(open_headers(&master, sealed.as_deref()).unwrap(), headers);
+    }
 }
