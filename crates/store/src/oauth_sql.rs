@@ -513,51 +513,33 @@ async fn grants(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<HashMap<S
 
 /// Stores refresh tokens; a token already stored is left as it is.
 async fn insert_refreshes(conn: &mut AnyConnection, tokens: &[RefreshRow]) -> StoreResult<()> {
-    for chunk in sorted_chunks(tokens) {
-        let sql = insert_refreshes_sql(1, chunk.len());
-        bind_refreshes(sqlx::query(AssertSqlSafe(sql)), &chunk)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
-}
-
-/// Tokens in one order everywhere, so that two nodes inserting the same successors cannot
-/// wait on each other's half of them (a deadlock on PostgreSQL); in statement-sized chunks.
-fn sorted_chunks(tokens: &[RefreshRow]) -> Vec<Vec<&RefreshRow>> {
+    // In one order everywhere, so that two nodes inserting the same successors cannot wait on
+    // each other's half of them (a deadlock on PostgreSQL).
     let mut tokens: Vec<&RefreshRow> = tokens.iter().collect();
     tokens.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
-    tokens.chunks(CHUNK).map(<[_]>::to_vec).collect()
-}
-
-/// The INSERT for `n` tokens (padded), its placeholders numbered from `first`.
-fn insert_refreshes_sql(first: usize, n: usize) -> String {
-    let values = (0..n.next_power_of_two())
-        .map(|i| format!("({})", placeholders(first + 7 * i, 7)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO oauth_refresh_tokens ({}) VALUES {values} ON CONFLICT (token_hash) DO NOTHING",
-        refresh_cols!()
-    )
-}
-
-fn bind_refreshes<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    chunk: &'q [&RefreshRow],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for t in padded(chunk) {
-        q = q
-            .bind(&t.token_hash)
-            .bind(&t.grant_id)
-            .bind(&t.scope)
-            .bind(t.created_at)
-            .bind(t.expires_at)
-            .bind(t.used_at)
-            .bind(&t.successor_hash);
+    for chunk in tokens.chunks(CHUNK) {
+        let values = (0..chunk.len().next_power_of_two())
+            .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO oauth_refresh_tokens ({}) VALUES {values} ON CONFLICT (token_hash) DO NOTHING",
+            refresh_cols!()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for t in padded(chunk) {
+            q = q
+                .bind(&t.token_hash)
+                .bind(&t.grant_id)
+                .bind(&t.scope)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.used_at)
+                .bind(&t.successor_hash);
+        }
+        q.execute(&mut *conn).await.map_err(backend)?;
     }
-    q
+    Ok(())
 }
 
 pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
