@@ -51,7 +51,8 @@ pub enum Command {
         #[arg(long)]
         upstream: String,
         /// A header sent to the upstream with every request, e.g. "Authorization: Bearer …"
-        /// (repeat). Stored encrypted, never shown again.
+        /// (repeat). Stored encrypted, never shown again. Framing and connection headers
+        /// (Content-Length, Transfer-Encoding, Connection, …) are refused.
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
         /// Upstream timeout in milliseconds [default: 30000].
