@@ -144,8 +144,11 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// Spends codes: of all presentations of a code, ever, exactly one gets `First` (its own
     /// client with the right challenge); after that every one gets `Replayed`. For each code
     /// spent now, `issue` (given the attempt's index, the code and its grant if it still
-    /// exists) names the refresh token to store, if any; those are stored in the same
-    /// transaction.
+    /// exists) names the refresh token to store, if any; those are stored atomically with
+    /// the spending of their codes. A store may write an attempt's `refresh` offer together
+    /// with the spend, before `issue` has decided, when the code is unexpired and its grant
+    /// live and granted `offline_access`; it then removes an offer `issue` did not name.
+    /// (An offer's token was never shown to anyone, so it cannot be presented meanwhile.)
     async fn exchange_codes(
         &self,
         attempts: &[CodeAttempt],

@@ -3,7 +3,10 @@
 //! both (`$N` placeholders, TEXT ids, BIGINT times and flags).
 
 mod oauth_rows;
+// Its column lists (`refresh_cols!` …) serve `pg_tokens` too.
+#[macro_use]
 mod oauth_sql;
+mod pg_tokens;
 mod request_chunks;
 mod rows;
 mod sql;

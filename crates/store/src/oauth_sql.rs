@@ -283,10 +283,10 @@ pub(crate) async fn revoke_grant(
 // client sends reaches them.
 
 /// Items per statement, at most.
-const CHUNK: usize = 32;
+pub(crate) const CHUNK: usize = 32;
 
 /// `chunk` followed by copies of its last item, up to the next power of two.
-fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
+pub(crate) fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
     let size = chunk.len().next_power_of_two();
     chunk
         .iter()
@@ -294,7 +294,7 @@ fn padded<T>(chunk: &[T]) -> impl Iterator<Item = &T> {
 }
 
 /// `$first, $first+1, …` — `n` numbered placeholders.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -324,26 +324,22 @@ pub(crate) async fn exchange_codes(
     now: i64,
     issue: &mut IssueRefresh<'_>,
 ) -> StoreResult<Vec<CodeUse>> {
+    if !sqlite {
+        return crate::pg_tokens::exchange_codes(conn, attempts, now, issue).await;
+    }
     let mut tx = begin_write(conn, sqlite).await?;
     let mut uses = Vec::with_capacity(attempts.len());
-    // On PostgreSQL the statement that spends the codes also reads their grants (one round
-    // trip fewer per batch); SQLite cannot join on what an UPDATE returns.
-    let mut grants = HashMap::new();
     for chunk in attempts.chunks(CHUNK) {
-        let (chunk_uses, chunk_grants) = use_codes_chunk(&mut tx, !sqlite, chunk, now).await?;
-        uses.extend(chunk_uses);
-        grants.extend(chunk_grants);
+        uses.extend(use_codes_chunk(&mut tx, chunk, now).await?);
     }
-    if sqlite {
-        let spent: Vec<&str> = uses
-            .iter()
-            .filter_map(|u| match u {
-                CodeUse::First(code) => Some(code.grant_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        grants = self::grants(&mut tx, &spent).await?;
-    }
+    let spent: Vec<&str> = uses
+        .iter()
+        .filter_map(|u| match u {
+            CodeUse::First(code) => Some(code.grant_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let grants = self::grants(&mut tx, &spent).await?;
     let mut issued = Vec::new();
     for (i, u) in uses.iter().enumerate() {
         if let CodeUse::First(code) = u
@@ -357,32 +353,12 @@ pub(crate) async fn exchange_codes(
     Ok(uses)
 }
 
-/// The codes' columns as the PostgreSQL statement returns them (`c_` + name), beside the
-/// grant's own.
-const CODE_COLS_PREFIXED: &str = "code_hash AS c_code_hash, grant_id AS c_grant_id, client_id AS c_client_id, redirect_uri AS c_redirect_uri, code_challenge AS c_code_challenge, created_at AS c_created_at, expires_at AS c_expires_at, used_at AS c_used_at";
-
-fn prefixed_code(r: &sqlx::any::AnyRow) -> Result<CodeRow, sqlx::Error> {
-    use sqlx::Row;
-    Ok(CodeRow {
-        code_hash: r.try_get("c_code_hash")?,
-        grant_id: r.try_get("c_grant_id")?,
-        client_id: r.try_get("c_client_id")?,
-        redirect_uri: r.try_get("c_redirect_uri")?,
-        code_challenge: r.try_get("c_code_challenge")?,
-        created_at: r.try_get("c_created_at")?,
-        expires_at: r.try_get("c_expires_at")?,
-        used_at: r.try_get("c_used_at")?,
-    })
-}
-
-/// Spends a chunk's codes; with `with_grants` (PostgreSQL), also returns the grants of the
-/// codes it spent, read by the same statement.
+/// Spends a chunk's codes (SQLite through sqlx: in-memory databases).
 async fn use_codes_chunk(
     conn: &mut AnyConnection,
-    with_grants: bool,
     chunk: &[CodeAttempt],
     now: i64,
-) -> StoreResult<(Vec<CodeUse>, HashMap<String, GrantRow>)> {
+) -> StoreResult<Vec<CodeUse>> {
     // One statement on the hot path. A code is spent only by its own client with the right
     // PKCE challenge, so a stolen code presented by anyone else does not burn it.
     let n = chunk.len().next_power_of_two();
@@ -397,16 +373,10 @@ async fn use_codes_chunk(
         })
         .collect::<Vec<_>>()
         .join(" OR ");
-    let update = "UPDATE oauth_codes SET used_at = $1 WHERE used_at IS NULL AND";
-    let sql = if with_grants {
-        format!(
-            "WITH spent AS ({update} ({matches}) RETURNING {CODE_COLS_PREFIXED}) \
-             SELECT spent.*, g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason \
-             FROM spent LEFT JOIN oauth_grants g ON g.id = spent.c_grant_id"
-        )
-    } else {
-        format!("{update} ({matches}) RETURNING {}", code_cols!())
-    };
+    let sql = format!(
+        "UPDATE oauth_codes SET used_at = $1 WHERE used_at IS NULL AND ({matches}) RETURNING {}",
+        code_cols!()
+    );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for a in padded(chunk) {
         q = q
@@ -415,34 +385,30 @@ async fn use_codes_chunk(
             .bind(&a.code_challenge);
     }
     let mut spent = HashMap::new();
-    let mut grants = HashMap::new();
     for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
-        let code = if with_grants {
-            // A grant deleted since the code was issued comes back as NULLs.
-            if sqlx::Row::try_get::<Option<String>, _>(&r, "id")
-                .map_err(backend)?
-                .is_some()
-            {
-                let grant = rows::grant(&r).map_err(backend)?;
-                grants.insert(grant.id.clone(), grant);
-            }
-            prefixed_code(&r).map_err(backend)?
-        } else {
-            rows::code(&r).map_err(backend)?
-        };
+        let code = rows::code(&r).map_err(backend)?;
         spent.insert(code.code_hash.clone(), code);
     }
-    // Only refusals need to know more: whether an unspent code exists at all.
+    code_uses(conn, chunk, &spent).await
+}
+
+/// How each attempt of a chunk went, given the codes the chunk's statement spent (by hash).
+/// Only refusals need to know more: whether an unspent code exists at all (one more read).
+/// Each attempt is answered as if the chunk had arrived one request after another, in order:
+/// before the one that spent a code, a mismatched attempt found it unspent.
+pub(crate) async fn code_uses(
+    conn: &mut AnyConnection,
+    chunk: &[CodeAttempt],
+    spent: &HashMap<String, CodeRow>,
+) -> StoreResult<Vec<CodeUse>> {
     let missed: Vec<&str> = chunk
         .iter()
         .filter(|a| !spent.contains_key(&a.code_hash))
         .map(|a| a.code_hash.as_str())
         .collect();
     let known = codes(conn, &missed).await?;
-    // Each attempt is answered as if the batch had arrived one request after another, in
-    // order: before the one that spent a code, a mismatched attempt found it unspent.
     let mut first = HashSet::new();
-    let uses = chunk
+    Ok(chunk
         .iter()
         .map(|a| match spent.get(&a.code_hash) {
             Some(code) => {
@@ -465,8 +431,7 @@ async fn use_codes_chunk(
                 None => CodeUse::Unknown,
             },
         })
-        .collect();
-    Ok((uses, grants))
+        .collect())
 }
 
 /// The codes with these hashes, by hash.
@@ -512,7 +477,10 @@ async fn grants(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<HashMap<S
 }
 
 /// Stores refresh tokens; a token already stored is left as it is.
-async fn insert_refreshes(conn: &mut AnyConnection, tokens: &[RefreshRow]) -> StoreResult<()> {
+pub(crate) async fn insert_refreshes(
+    conn: &mut AnyConnection,
+    tokens: &[RefreshRow],
+) -> StoreResult<()> {
     // In one order everywhere, so that two nodes inserting the same successors cannot wait on
     // each other's half of them (a deadlock on PostgreSQL).
     let mut tokens: Vec<&RefreshRow> = tokens.iter().collect();
@@ -556,7 +524,7 @@ pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<Re
 }
 
 /// The refresh tokens with these hashes, by hash.
-async fn refreshes(
+pub(crate) async fn refreshes(
     conn: &mut AnyConnection,
     hashes: &[&str],
 ) -> StoreResult<HashMap<String, RefreshRow>> {
@@ -586,6 +554,9 @@ pub(crate) async fn renew_refreshes(
     now: i64,
     renew: &mut Renew<'_>,
 ) -> StoreResult<Vec<Option<Rotation>>> {
+    if !sqlite {
+        return crate::pg_tokens::renew_refreshes(conn, hashes, now, renew).await;
+    }
     let mut tx = begin_write(conn, sqlite).await?;
     let found = refreshes_with_grants(&mut tx, hashes).await?;
     let (mut which, mut attempts) = (Vec::new(), Vec::new());
@@ -614,9 +585,7 @@ async fn rotate_chunk(
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
     // A successor is derived from its parent token, so inserting it is idempotent. It is
-    // inserted before the parent is locked, by its own statement: a data-modifying CTE that
-    // the UPDATE does not read runs after it on PostgreSQL, which would lock in the other
-    // order than nodes running this code before, and could deadlock with them.
+    // inserted before the parent is locked, as on PostgreSQL (see `pg_tokens`).
     let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
     insert_refreshes(conn, &successors).await?;
     let n = chunk.len().next_power_of_two();
@@ -644,6 +613,16 @@ async fn rotate_chunk(
         .map(|r| rows::refresh(r).map(|t| (t.token_hash.clone(), t)))
         .collect::<Result<HashMap<_, _>, _>>()
         .map_err(backend)?;
+    rotations(conn, chunk, &spent).await
+}
+
+/// How each attempt of a chunk went, given the tokens the chunk's statement spent (by hash);
+/// only the ones it did not spend need another read.
+pub(crate) async fn rotations(
+    conn: &mut AnyConnection,
+    chunk: &[RotationAttempt],
+    spent: &HashMap<String, RefreshRow>,
+) -> StoreResult<Vec<Rotation>> {
     let missed: Vec<&str> = chunk
         .iter()
         .filter(|a| !spent.contains_key(&a.token_hash))
@@ -667,7 +646,7 @@ async fn rotate_chunk(
 }
 
 /// Each refresh token with its grant, in one query.
-async fn refreshes_with_grants(
+pub(crate) async fn refreshes_with_grants(
     conn: &mut AnyConnection,
     hashes: &[String],
 ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {

@@ -146,6 +146,7 @@ fn attempt(hash: &str, client: &str, challenge: &str) -> CodeAttempt {
         code_hash: hash.into(),
         client_id: client.into(),
         code_challenge: challenge.into(),
+        refresh: None,
     }
 }
 
@@ -263,7 +264,10 @@ async fn codes_spend_once_per_batch_and_across_batches_on(store: &SqlStore) {
         .unwrap();
     assert!(matches!(&uses[0], CodeUse::Replayed(c) if c.used_at == Some(50)));
     assert!(matches!(&uses[1], CodeUse::First(_)));
-    // A batch whose writes fail changes nothing: the codes stay unspent.
+    // A batch whose writes fail is an error. In one transaction (SQLite) that changes
+    // nothing: the code stays unspent. On PostgreSQL the code is spent by a statement of its
+    // own and a refresh token other than the attempt's offer is stored after it (see
+    // `pg_tokens`), so the code stays spent.
     let mut orphan = refresh_row("rt-orphan", &grant);
     orphan.grant_id = "grt_none".into();
     let failed = store
@@ -272,8 +276,18 @@ async fn codes_spend_once_per_batch_and_across_batches_on(store: &SqlStore) {
         })
         .await;
     assert!(failed.is_err(), "a refresh token of no grant is refused");
+    let again = store
+        .exchange_codes(&[attempt("code-3", "cli_1", "ch")], 53, &mut |_, _, _| None)
+        .await
+        .unwrap();
+    if store.backend() == "postgres" {
+        assert!(matches!(&again[0], CodeUse::Replayed(_)), "{again:?}");
+    } else {
+        assert!(matches!(&again[0], CodeUse::First(_)), "{again:?}");
+    }
+    assert_eq!(store.refresh("rt-orphan").await.unwrap(), None);
     // More than one statement's worth (and not a power of two): every code spent once.
-    let many: Vec<CodeAttempt> = (3..40)
+    let many: Vec<CodeAttempt> = (4..40)
         .map(|i| attempt(&format!("code-{i}"), "cli_1", "ch"))
         .collect();
     let uses = store
@@ -282,14 +296,97 @@ async fn codes_spend_once_per_batch_and_across_batches_on(store: &SqlStore) {
         })
         .await
         .unwrap();
-    assert_eq!(uses.len(), 37);
+    assert_eq!(uses.len(), 36);
     for (a, u) in many.iter().zip(&uses) {
         assert!(
             matches!(u, CodeUse::First(c) if c.code_hash == a.code_hash && c.used_at == Some(54)),
             "{u:?}"
         );
     }
-    assert!(store.refresh("rt-many-36").await.unwrap().is_some());
+    assert!(store.refresh("rt-many-35").await.unwrap().is_some());
+}
+
+/// An attempt that offers the refresh token its exchange would issue.
+fn offering(hash: &str, challenge: &str, offer: &str) -> CodeAttempt {
+    CodeAttempt {
+        refresh: Some(RefreshOffer {
+            token_hash: offer.into(),
+            ttl_secs: 900,
+        }),
+        ..attempt(hash, "cli_1", challenge)
+    }
+}
+
+/// The row an offer becomes when issued at `now`.
+fn offered_row(hash: &str, grant: &GrantRow, now: i64) -> RefreshRow {
+    RefreshRow {
+        created_at: now,
+        expires_at: now + 900,
+        ..refresh_row(hash, grant)
+    }
+}
+
+async fn offers_are_stored_exactly_when_issued_on(store: &SqlStore) {
+    let grant = grant_with_codes(store, 6).await;
+    // Issued: its offer; the same code again in the batch: a replay, whose offer is not
+    // stored; a refused exchange (`issue` says no): its offer is gone; a refresh token that is
+    // not the attempt's offer: stored too; a thief's attempt: nothing.
+    let uses = store
+        .exchange_codes(
+            &[
+                offering("code-0", "ch", "rt-0"),
+                offering("code-0", "ch", "rt-0-again"),
+                offering("code-1", "ch", "rt-1"),
+                attempt("code-2", "cli_1", "ch"),
+                CodeAttempt {
+                    client_id: "cli_evil".into(),
+                    ..offering("code-3", "ch", "rt-evil")
+                },
+            ],
+            50,
+            &mut |i, _, g| match i {
+                0 => Some(offered_row("rt-0", g.unwrap(), 50)),
+                3 => Some(offered_row("rt-2", g.unwrap(), 50)),
+                _ => None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&uses[0], CodeUse::First(_)), "{uses:?}");
+    assert!(matches!(&uses[1], CodeUse::Replayed(_)), "{uses:?}");
+    assert!(matches!(&uses[2], CodeUse::First(_)), "{uses:?}");
+    assert!(matches!(&uses[3], CodeUse::First(_)), "{uses:?}");
+    assert!(matches!(&uses[4], CodeUse::Mismatch(_)), "{uses:?}");
+    let stored = |h: &'static str| async move { store.refresh(h).await.unwrap() };
+    assert_eq!(stored("rt-0").await, Some(offered_row("rt-0", &grant, 50)));
+    assert_eq!(stored("rt-2").await, Some(offered_row("rt-2", &grant, 50)));
+    for gone in ["rt-0-again", "rt-1", "rt-evil"] {
+        assert_eq!(stored(gone).await, None, "{gone}");
+    }
+    // An expired code (the codes expire at 300) and a revoked grant: spent, nothing issued,
+    // nothing left behind.
+    let uses = store
+        .exchange_codes(
+            &[offering("code-4", "ch", "rt-late")],
+            400,
+            &mut |_, _, _| None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&uses[0], CodeUse::First(_)), "{uses:?}");
+    assert!(store.revoke_grant(&grant.id, 60, "test").await.unwrap());
+    let uses = store
+        .exchange_codes(
+            &[offering("code-5", "ch", "rt-revoked")],
+            61,
+            &mut |_, _, _| None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&uses[0], CodeUse::First(_)), "{uses:?}");
+    for gone in ["rt-late", "rt-revoked"] {
+        assert_eq!(stored(gone).await, None, "{gone}");
+    }
 }
 
 async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
@@ -402,6 +499,7 @@ async fn in_memory_sqlite_batches_codes_and_refreshes_alike() {
     let store = || SqlStore::open("sqlite::memory:", 1);
     assert!(!store().await.unwrap().direct_sqlite_tokens());
     codes_spend_once_per_batch_and_across_batches_on(&store().await.unwrap()).await;
+    offers_are_stored_exactly_when_issued_on(&store().await.unwrap()).await;
     refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap()).await;
 }
 
@@ -555,6 +653,10 @@ ezforge_testkit::backend_tests! {
 
     async fn codes_spend_once_per_batch_and_across_batches(db) {
         codes_spend_once_per_batch_and_across_batches_on(&open(&db.url).await).await;
+    }
+
+    async fn offers_are_stored_exactly_when_issued(db) {
+        offers_are_stored_exactly_when_issued_on(&open(&db.url).await).await;
     }
 
     async fn refresh_rotation_in_batches_leaves_one_chain(db) {

@@ -147,6 +147,18 @@ pub struct CodeAttempt {
     pub code_hash: String,
     pub client_id: String,
     pub code_challenge: String,
+    /// The refresh token this exchange would issue, if its client may get one. Made before
+    /// the code is read so that a store can write it in the statement that spends the code
+    /// (see `Store::exchange_codes`).
+    pub refresh: Option<RefreshOffer>,
+}
+
+/// A refresh token an exchange may issue: its hash and lifetime. The row it would become is
+/// `(token_hash, grant's id, grant's scope, now, now + ttl_secs)`, unused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshOffer {
+    pub token_hash: String,
+    pub ttl_secs: i64,
 }
 
 /// A refresh token presented for rotation, and the successor that replaces it.

@@ -3,7 +3,8 @@
 use super::batch::{Exchange, Exchanged, Renewal};
 use super::clients::ClientCredentials;
 use super::model::{
-    ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshRow, Rotation, RotationAttempt,
+    ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshOffer, RefreshRow, Rotation,
+    RotationAttempt,
 };
 use super::{OAuth, OAuthError, scope};
 use crate::{crypto, ids, secret};
@@ -134,16 +135,25 @@ impl OAuth {
                 "code_verifier is not a valid PKCE verifier".into(),
             ));
         }
+        // Made now, stored only if the exchange issues one.
+        let refresh_token = format!("ezf_rt_{}", secret::random_token());
+        let refresh_hash = secret::hash(&refresh_token);
+        let ttl = self.settings.refresh_token_ttl_secs;
         let attempt = CodeAttempt {
             code_hash: secret::hash(code),
             client_id: client.client_id.clone(),
             code_challenge: s256(verifier),
+            refresh: client
+                .grant_types
+                .iter()
+                .any(|g| g == "refresh_token")
+                .then(|| RefreshOffer {
+                    token_hash: refresh_hash.clone(),
+                    ttl_secs: ttl,
+                }),
         };
-        // Made now, stored only if the exchange issues one.
-        let refresh_token = format!("ezf_rt_{}", secret::random_token());
         let check = {
-            let refresh_hash = secret::hash(&refresh_token);
-            let (client, ttl) = (client.clone(), self.settings.refresh_token_ttl_secs);
+            let client = client.clone();
             let (redirect_uri, resource) = (p.redirect_uri.clone(), p.resource.clone());
             move |code: &CodeRow, grant: Option<GrantRow>, now: i64| {
                 if code.expires_at <= now {
