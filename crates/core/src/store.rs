@@ -139,13 +139,14 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// Revokes the grant (and so its codes and refresh family); false if already revoked.
     async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
     // The token endpoint's hot path takes many requests at once (see `oauth::batch`): each
-    // method does them all in one transaction, with one statement per kind of work, and
-    // answers for each, in order.
+    // method does them all in one transaction with one statement per kind of work (on
+    // PostgreSQL, single statements: `store::pg_tokens`), and answers for each, in order.
     /// Spends codes: of all presentations of a code, ever, exactly one gets `First` (its own
     /// client with the right challenge); after that every one gets `Replayed`. For each code
     /// spent now, `issue` (given the attempt's index, the code and its grant if it still
-    /// exists) names the refresh token to store, if any; those are stored atomically with
-    /// the spending of their codes. A store may write an attempt's `refresh` offer together
+    /// exists) names the refresh token to store, if any; those are stored before this
+    /// returns, atomically with the spending of their codes when the token is the attempt's
+    /// offer (or, on SQLite, in any case). A store may write an attempt's `refresh` offer together
     /// with the spend, before `issue` has decided, when the code is unexpired and its grant
     /// live and granted `offline_access`; it then removes an offer `issue` did not name.
     /// (An offer's token was never shown to anyone, so it cannot be presented meanwhile.)

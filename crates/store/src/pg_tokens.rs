@@ -5,8 +5,8 @@
 //! measured 400–600 µs for each of `BEGIN`, the `UPDATE`, the `INSERT` and `COMMIT`). So a
 //! chunk of code exchanges is one statement, in autocommit, which is atomic on its own: it
 //! spends the codes, reads their grants and stores the refresh tokens they would issue (the
-//! attempts' offers, see `Store::exchange_codes`), in the order the transaction did (codes
-//! locked first, then the new rows with their grants' key-share locks).
+//! attempts' offers, see `Store::exchange_codes`): codes locked first, in hash order, then the
+//! new rows with their grants' key-share locks.
 //!
 //! The checks still decide, after the statement: an offer they do not issue (a refused
 //! exchange, say a `redirect_uri` that differs) is deleted, and a refresh token they issue that
@@ -16,8 +16,10 @@
 //! left behind for a moment (or, if its deletion fails, until it expires) cannot be used.
 //!
 //! What this gives up against one transaction: a statement that fails changes nothing, as
-//! before, but a failure after it (the read that tells a replayed code from an unknown one, or
-//! the insert above) fails the batch with its codes spent; their clients start again.
+//! before, but a failure after it (the read that tells a replayed code from an unknown one,
+//! tried twice, or the insert above) fails the batch with its codes spent. A client that then
+//! retries presents a spent code, a replay, which revokes its grant: its user authorizes
+//! again. Safe, and only on a database failure between two statements.
 //! Refreshes: the tokens are read by one statement and rotated by another (successors stored
 //! and parents spent together); a rotation only spends a token still unspent, so a token spent
 //! in between is answered as spent, as it was in the transaction under `READ COMMITTED`.
@@ -60,7 +62,16 @@ pub(crate) async fn exchange_codes(
             .iter()
             .map(|(hash, s)| (hash.clone(), s.code.clone()))
             .collect();
-        uses.extend(code_uses(conn, chunk, &codes).await?);
+        // The codes are spent now: a failure here fails requests that spent theirs, and their
+        // clients' retries are replays, which revoke the grants. So try the read twice.
+        let chunk_uses = match code_uses(conn, chunk, &codes).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading refused codes failed; trying again");
+                code_uses(conn, chunk, &codes).await?
+            }
+        };
+        uses.extend(chunk_uses);
         spent.extend(chunk_spent);
     }
     let (mut missing, mut unissued) = (Vec::new(), Vec::new());
@@ -78,6 +89,15 @@ pub(crate) async fn exchange_codes(
             }
         }
     }
+    // Deleted first: an offer stored with other values than the checks chose (same hash) is
+    // replaced, not kept.
+    if let Err(e) = delete_refreshes(conn, &unissued).await {
+        if missing.iter().any(|m| unissued.contains(&m.token_hash)) {
+            return Err(e);
+        }
+        // Unusable rows (nobody holds their tokens); they go when they expire.
+        tracing::warn!(error = %e, "cannot delete refresh tokens that were not issued");
+    }
     if !missing.is_empty() {
         // Not reached by any exchange the checks accept (see the module's comment); kept so
         // that a refresh token handed out is always stored.
@@ -86,10 +106,6 @@ pub(crate) async fn exchange_codes(
             "refresh tokens stored after their codes were spent"
         );
         insert_refreshes(conn, &missing).await?;
-    }
-    if let Err(e) = delete_refreshes(conn, &unissued).await {
-        // Unusable rows (nobody holds their tokens); they go when they expire.
-        tracing::warn!(error = %e, "cannot delete refresh tokens that were not issued");
     }
     Ok(uses)
 }
@@ -111,10 +127,13 @@ async fn spend_codes(
     // defined; so a code's first matching attempt stands for it (its offer is the one stored).
     // Attempts that differ in client or challenge never match the same code.
     let mut seen = HashSet::new();
-    let unique: Vec<&CodeAttempt> = chunk
+    let mut unique: Vec<&CodeAttempt> = chunk
         .iter()
         .filter(|a| seen.insert((&a.code_hash, &a.client_id, &a.code_challenge)))
         .collect();
+    // The join visits the list in order, locking codes as it goes: in hash order everywhere,
+    // two nodes spending the same codes cannot each hold one the other waits for.
+    unique.sort_by(|a, b| a.code_hash.cmp(&b.code_hash));
     let n = unique.len().next_power_of_two();
     let values = (0..n)
         .map(|i| {

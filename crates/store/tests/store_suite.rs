@@ -327,7 +327,12 @@ fn offered_row(hash: &str, grant: &GrantRow, now: i64) -> RefreshRow {
 }
 
 async fn offers_are_stored_exactly_when_issued_on(store: &SqlStore) {
-    let grant = grant_with_codes(store, 6).await;
+    let grant = grant_with_codes(store, 7).await;
+    // The offer's token with other values than the store would give it: stored as issued.
+    let narrower = RefreshRow {
+        scope: "mcp:read".into(),
+        ..offered_row("rt-6", &grant, 50)
+    };
     // Issued: its offer; the same code again in the batch: a replay, whose offer is not
     // stored; a refused exchange (`issue` says no): its offer is gone; a refresh token that is
     // not the attempt's offer: stored too; a thief's attempt: nothing.
@@ -342,11 +347,13 @@ async fn offers_are_stored_exactly_when_issued_on(store: &SqlStore) {
                     client_id: "cli_evil".into(),
                     ..offering("code-3", "ch", "rt-evil")
                 },
+                offering("code-6", "ch", "rt-6"),
             ],
             50,
             &mut |i, _, g| match i {
                 0 => Some(offered_row("rt-0", g.unwrap(), 50)),
                 3 => Some(offered_row("rt-2", g.unwrap(), 50)),
+                5 => Some(narrower.clone()),
                 _ => None,
             },
         )
@@ -360,6 +367,7 @@ async fn offers_are_stored_exactly_when_issued_on(store: &SqlStore) {
     let stored = |h: &'static str| async move { store.refresh(h).await.unwrap() };
     assert_eq!(stored("rt-0").await, Some(offered_row("rt-0", &grant, 50)));
     assert_eq!(stored("rt-2").await, Some(offered_row("rt-2", &grant, 50)));
+    assert_eq!(stored("rt-6").await, Some(narrower.clone()));
     for gone in ["rt-0-again", "rt-1", "rt-evil"] {
         assert_eq!(stored(gone).await, None, "{gone}");
     }

@@ -5,7 +5,9 @@
 //! — not the signing or the HTTP — bound the endpoint. So requests hand their database work to
 //! an executor task, which takes everything waiting (up to `MAX_BATCH` requests) and does it
 //! in one transaction with one statement per kind of work (`Store::exchange_codes`,
-//! `Store::renew_refreshes`; on PostgreSQL, one statement for the whole batch's writes). A request's checks (expiry, client, redirect URI, resource,
+//! `Store::renew_refreshes`). On PostgreSQL a batch's codes are instead spent, and a batch's
+//! refresh tokens rotated, by one statement each, whose atomicity stands for the transaction's
+//! (`store::pg_tokens`); the code checks then run after the spend has committed. A request's checks (expiry, client, redirect URI, resource,
 //! scope) run inside that transaction, between the read and the write, so each request costs
 //! one trip to the executor and a batch one commit.
 //!
