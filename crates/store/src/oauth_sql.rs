@@ -496,18 +496,24 @@ pub(crate) async fn insert_refreshes(
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for t in padded(chunk) {
-            q = q
-                .bind(&t.token_hash)
-                .bind(&t.grant_id)
-                .bind(&t.scope)
-                .bind(t.created_at)
-                .bind(t.expires_at)
-                .bind(t.used_at)
-                .bind(&t.successor_hash);
+            q = bind_refresh(q, t);
         }
         q.execute(&mut *conn).await.map_err(backend)?;
     }
     Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a refresh token's columns, in `refresh_cols!` order (7 placeholders).
+pub(crate) fn bind_refresh<'q>(q: AnyQuery<'q>, t: &'q RefreshRow) -> AnyQuery<'q> {
+    q.bind(&t.token_hash)
+        .bind(&t.grant_id)
+        .bind(&t.scope)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.used_at)
+        .bind(&t.successor_hash)
 }
 
 pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
@@ -559,23 +565,79 @@ pub(crate) async fn renew_refreshes(
     }
     let mut tx = begin_write(conn, sqlite).await?;
     let found = refreshes_with_grants(&mut tx, hashes).await?;
-    let (mut which, mut attempts) = (Vec::new(), Vec::new());
-    for (i, stored) in found.into_iter().enumerate() {
-        if let Some(attempt) = renew(i, stored) {
-            which.push(i);
-            attempts.push(attempt);
-        }
-    }
-    let mut rotations = Vec::with_capacity(attempts.len());
-    for chunk in attempts.chunks(CHUNK) {
+    let renewals = Renewals::decide(found, renew);
+    let mut rotations = Vec::with_capacity(renewals.attempts.len());
+    for chunk in renewals.attempts.chunks(CHUNK) {
         rotations.extend(rotate_chunk(&mut tx, chunk, now).await?);
     }
     tx.commit().await.map_err(backend)?;
-    let mut out = vec![None; hashes.len()];
-    for (i, rotation) in which.into_iter().zip(rotations) {
-        out[i] = Some(rotation);
+    Ok(renewals.answer(hashes.len(), rotations))
+}
+
+/// The rotations `renew` asked for, and which of the presented tokens each is for.
+pub(crate) struct Renewals {
+    which: Vec<usize>,
+    pub(crate) attempts: Vec<RotationAttempt>,
+}
+
+impl Renewals {
+    pub(crate) fn decide(
+        found: Vec<Option<(RefreshRow, GrantRow)>>,
+        renew: &mut Renew<'_>,
+    ) -> Renewals {
+        let (mut which, mut attempts) = (Vec::new(), Vec::new());
+        for (i, stored) in found.into_iter().enumerate() {
+            if let Some(attempt) = renew(i, stored) {
+                which.push(i);
+                attempts.push(attempt);
+            }
+        }
+        Renewals { which, attempts }
     }
-    Ok(out)
+
+    /// Each of `presented` tokens' rotation, `None` where `renew` declined.
+    pub(crate) fn answer(
+        self,
+        presented: usize,
+        rotations: Vec<Rotation>,
+    ) -> Vec<Option<Rotation>> {
+        let mut out = vec![None; presented];
+        for (i, rotation) in self.which.into_iter().zip(rotations) {
+            out[i] = Some(rotation);
+        }
+        out
+    }
+}
+
+/// `CASE token_hash WHEN $b THEN $b+1 …` (each parent's successor) and `$b, $b+2, …` (the
+/// parents), for `n` (parent, successor) pairs bound from placeholder `base` on.
+pub(crate) fn successor_cases(base: usize, n: usize) -> (String, String) {
+    let cases = (0..n)
+        .map(|i| format!("WHEN ${} THEN ${}", base + 2 * i, base + 1 + 2 * i))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let list = (0..n)
+        .map(|i| format!("${}", base + 2 * i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (format!("CASE token_hash {cases} END"), list)
+}
+
+/// Runs a rotation statement (it returns the rows it spent) and answers each attempt.
+pub(crate) async fn spend_refreshes(
+    conn: &mut AnyConnection,
+    q: AnyQuery<'_>,
+    chunk: &[RotationAttempt],
+) -> StoreResult<Vec<Rotation>> {
+    let spent = q
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| rows::refresh(r).map(|t| (t.token_hash.clone(), t)))
+        .collect::<Result<HashMap<_, _>, _>>()
+        .map_err(backend)?;
+    rotations(conn, chunk, &spent).await
 }
 
 /// Spends a chunk's tokens, storing their successors first (in the same transaction).
@@ -588,37 +650,21 @@ async fn rotate_chunk(
     // inserted before the parent is locked, as on PostgreSQL (see `pg_tokens`).
     let successors: Vec<RefreshRow> = chunk.iter().map(|a| a.successor.clone()).collect();
     insert_refreshes(conn, &successors).await?;
-    let n = chunk.len().next_power_of_two();
-    let cases = (0..n)
-        .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let list = (0..n)
-        .map(|i| format!("${}", 2 + 2 * i))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (cases, list) = successor_cases(2, chunk.len().next_power_of_two());
     let sql = format!(
-        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = CASE token_hash {cases} END WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
+        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = {cases} WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
         refresh_cols!()
     );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for a in padded(chunk) {
         q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
     }
-    let spent = q
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| rows::refresh(r).map(|t| (t.token_hash.clone(), t)))
-        .collect::<Result<HashMap<_, _>, _>>()
-        .map_err(backend)?;
-    rotations(conn, chunk, &spent).await
+    spend_refreshes(conn, q, chunk).await
 }
 
 /// How each attempt of a chunk went, given the tokens the chunk's statement spent (by hash);
 /// only the ones it did not spend need another read.
-pub(crate) async fn rotations(
+async fn rotations(
     conn: &mut AnyConnection,
     chunk: &[RotationAttempt],
     spent: &HashMap<String, RefreshRow>,

@@ -26,7 +26,8 @@
 
 use crate::oauth_rows as rows;
 use crate::oauth_sql::{
-    code_uses, insert_refreshes, padded, placeholders, refreshes_with_grants, rotations,
+    Renewals, bind_refresh, code_uses, insert_refreshes, padded, placeholders,
+    refreshes_with_grants, spend_refreshes, successor_cases,
 };
 use crate::rows::backend;
 use ezforge_core::oauth::model::*;
@@ -239,22 +240,12 @@ pub(crate) async fn renew_refreshes(
     renew: &mut Renew<'_>,
 ) -> StoreResult<Vec<Option<Rotation>>> {
     let found = refreshes_with_grants(conn, hashes).await?;
-    let (mut which, mut attempts) = (Vec::new(), Vec::new());
-    for (i, stored) in found.into_iter().enumerate() {
-        if let Some(attempt) = renew(i, stored) {
-            which.push(i);
-            attempts.push(attempt);
-        }
-    }
-    let mut done = Vec::with_capacity(attempts.len());
-    for chunk in attempts.chunks(CHUNK) {
+    let renewals = Renewals::decide(found, renew);
+    let mut done = Vec::with_capacity(renewals.attempts.len());
+    for chunk in renewals.attempts.chunks(CHUNK) {
         done.extend(rotate(conn, chunk, now).await?);
     }
-    let mut out = vec![None; hashes.len()];
-    for (i, rotation) in which.into_iter().zip(done) {
-        out[i] = Some(rotation);
-    }
-    Ok(out)
+    Ok(renewals.answer(hashes.len(), done))
 }
 
 /// Stores a chunk's successors and spends their parents, in one statement, which is atomic
@@ -276,44 +267,21 @@ async fn rotate(
         .map(|i| format!("({})", placeholders(2 + 7 * i, 7)))
         .collect::<Vec<_>>()
         .join(", ");
-    let base = 2 + 7 * n;
-    let cases = (0..n)
-        .map(|i| format!("WHEN ${} THEN ${}", base + 2 * i, base + 1 + 2 * i))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let list = (0..n)
-        .map(|i| format!("${}", base + 2 * i))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (cases, list) = successor_cases(2 + 7 * n, n);
     let sql = format!(
         "WITH successors AS (INSERT INTO oauth_refresh_tokens ({cols}) VALUES {values} \
            ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash) \
-         UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = CASE token_hash {cases} END \
+         UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = {cases} \
          WHERE (SELECT count(*) FROM successors) >= 0 AND used_at IS NULL AND token_hash IN ({list}) \
          RETURNING {cols}",
         cols = refresh_cols!(),
     );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for t in padded(&successors) {
-        q = q
-            .bind(&t.token_hash)
-            .bind(&t.grant_id)
-            .bind(&t.scope)
-            .bind(t.created_at)
-            .bind(t.expires_at)
-            .bind(t.used_at)
-            .bind(&t.successor_hash);
+        q = bind_refresh(q, t);
     }
     for a in padded(chunk) {
         q = q.bind(&a.token_hash).bind(&a.successor.token_hash);
     }
-    let spent = q
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| rows::refresh(r).map(|t| (t.token_hash.clone(), t)))
-        .collect::<Result<HashMap<_, _>, _>>()
-        .map_err(backend)?;
-    rotations(conn, chunk, &spent).await
+    spend_refreshes(conn, q, chunk).await
 }
