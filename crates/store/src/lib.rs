@@ -12,6 +12,7 @@ mod rows;
 mod sql;
 mod sqlite_tokens;
 mod telemetry_sql;
+mod token_conn;
 
 pub use sql::SqlStore;
 

@@ -8,11 +8,9 @@ use ezforge_core::oauth::model::*;
 use ezforge_core::store::{IssueRefresh, Renew, Store, StoreResult, UserAdmission};
 use ezforge_proto::{Environment, Role, Scope};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Executor};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use sqlx::{AnyPool, Executor};
+use std::sync::Arc;
+use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -73,20 +71,12 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: &'static str,
     max_connections: u32,
-    /// The token endpoint's connection while it is busy (see `take_token_conn`).
-    token_conn: Arc<Mutex<Option<HeldConn>>>,
-    /// Whether a task is watching the kept connection, to give it back once idle.
-    token_conn_reaper: Arc<AtomicBool>,
+    /// The token endpoint's connection while it is busy (`token_conn`).
+    token_conn: crate::token_conn::TokenConnSlot,
     /// On an SQLite file, the token endpoint's own synchronous connection (see
     /// `sqlite_tokens`); `None` on PostgreSQL and in-memory SQLite.
     token_db: Option<Arc<crate::sqlite_tokens::TokenDb>>,
 }
-
-/// A connection kept out of the pool, and when it was last used.
-type HeldConn = (PoolConnection<Any>, Instant);
-
-/// How long the token endpoint keeps its connection without using it.
-const TOKEN_CONN_IDLE: Duration = Duration::from_secs(1);
 
 impl SqlStore {
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://…`) and runs pending migrations.
@@ -132,8 +122,7 @@ impl SqlStore {
             pool,
             backend,
             max_connections: max_connections.max(1),
-            token_conn: Arc::default(),
-            token_conn_reaper: Arc::default(),
+            token_conn: Default::default(),
             token_db,
         })
     }
@@ -164,62 +153,22 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
-        drop(self.held_token_conn().take());
+        self.token_conn.close().await;
         if let Some(db) = &self.token_db {
             db.close();
         }
         self.pool.close().await;
     }
 
-    fn held_token_conn(&self) -> std::sync::MutexGuard<'_, Option<HeldConn>> {
-        // A panic while holding the lock cannot leave the slot half-written.
-        self.token_conn.lock().unwrap_or_else(|e| e.into_inner())
+    async fn take_token_conn(&self) -> StoreResult<crate::token_conn::TokenConn> {
+        self.token_conn
+            .take(&self.pool, self.backend == "postgres")
+            .await
     }
 
-    /// The connection for the token endpoint's next transaction. While the endpoint is busy
-    /// it keeps one connection, whose page cache (SQLite) or prepared statements and backend
-    /// process (PostgreSQL) stay warm: the pool would hand out its least recently used one
-    /// each time. Measured: PostgreSQL code exchanges went from about 5,300/s to 8,000/s.
-    /// Unused for `TOKEN_CONN_IDLE`, the connection goes back to the pool, which checks
-    /// connections before it hands them out.
-    async fn take_token_conn(&self) -> StoreResult<PoolConnection<Any>> {
-        let held = self.held_token_conn().take();
-        match held {
-            Some((conn, used)) if used.elapsed() < TOKEN_CONN_IDLE => Ok(conn),
-            stale => {
-                // Back to the pool first: it may be the one connection free.
-                drop(stale);
-                self.pool.acquire().await.map_err(backend)
-            }
-        }
-    }
-
-    /// Keeps the connection for the next transaction, unless it failed (it goes back to the
-    /// pool, which tests it), the pool has no other connection to give, or the pool is
-    /// closing. A task gives it back once it has been unused for `TOKEN_CONN_IDLE`.
-    fn keep_token_conn<T>(&self, conn: PoolConnection<Any>, result: &StoreResult<T>) {
-        if result.is_err() || self.max_connections < 2 || self.pool.is_closed() {
-            return;
-        }
-        *self.held_token_conn() = Some((conn, Instant::now()));
-        if !self.token_conn_reaper.swap(true, Ordering::AcqRel) {
-            let store = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(TOKEN_CONN_IDLE).await;
-                    let mut held = store.held_token_conn();
-                    let idle = held
-                        .as_ref()
-                        .is_none_or(|(_, used)| used.elapsed() >= TOKEN_CONN_IDLE);
-                    if idle {
-                        drop(held.take());
-                        // Cleared under the lock: a connection kept after this starts a new task.
-                        store.token_conn_reaper.store(false, Ordering::Release);
-                        return;
-                    }
-                }
-            });
-        }
+    fn keep_token_conn<T>(&self, conn: crate::token_conn::TokenConn, result: &StoreResult<T>) {
+        self.token_conn
+            .keep(conn, result, &self.pool, self.max_connections);
     }
 
     async fn one<T>(

@@ -491,6 +491,39 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
     }
 }
 
+/// The token endpoint's own PostgreSQL connection, lost while idle (a server restart, a
+/// proxy's idle timeout), is noticed before a batch runs on it: the batch gets a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_token_connection_is_replaced_before_the_next_batch() {
+    let Some(db) = ezforge_testkit::TestDb::postgres().await else {
+        return;
+    };
+    let store = open(&db.url).await;
+    grant_with_codes(&store, 2).await;
+    let first = |hash: &str| vec![attempt(hash, "cli_1", "ch")];
+    let uses = store
+        .exchange_codes(&first("code-0"), 10, &mut |_, _, _| None)
+        .await
+        .unwrap();
+    assert!(matches!(uses[0], CodeUse::First(_)), "{uses:?}");
+    // Every other backend of this database ends: the token connection's among them.
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the token connection was open");
+    // Past the second within which a kept connection is used unchecked.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let uses = store
+        .exchange_codes(&first("code-1"), 20, &mut |_, _, _| None)
+        .await
+        .unwrap();
+    assert!(matches!(uses[0], CodeUse::First(_)), "{uses:?}");
+}
+
 /// On a current-thread runtime a task may not block its thread on SQLite (another task on it may
 /// hold the write lock across an `.await`), so the token batches keep to the pool there.
 #[tokio::test]
