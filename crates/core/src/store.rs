@@ -159,10 +159,15 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// Reads each refresh token with its grant and lets `renew` (given the index) decide
     /// whether to rotate it; rotates those it names. Of all presentations of a token, ever,
     /// exactly one gets `Rotated`; the others get `AlreadyUsed` with the spent row. `None`
-    /// where `renew` declined.
+    /// where `renew` declined. `renew` is called once for each presentation.
+    ///
+    /// A store may rotate a token that meets its presentation's `terms` in the statement that
+    /// reads it, before `renew` has seen it; `renew` then decides on the token as read (unspent),
+    /// and by the terms' promise it names that rotation. Stores that do not use the terms
+    /// decide first and rotate after.
     async fn renew_refreshes(
         &self,
-        token_hashes: &[String],
+        presented: &[RefreshPresented],
         now: i64,
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>>;

@@ -395,6 +395,54 @@ ezforge_testkit::backend_tests! {
         assert_eq!(query_of(resp.headers()[LOCATION].to_str().unwrap())["error"], "invalid_scope");
     }
 
+    /// A refused refresh spends nothing (on PostgreSQL a refresh is checked and rotated in one
+    /// statement, before the checks in Rust run): after every kind of refusal the token still
+    /// rotates once the grace window is over, which a spent token would not.
+    async fn a_refused_refresh_leaves_its_token_unspent(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        t.as_session(&owner)
+            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "B".into(), slug: "other".into(), environment: None })
+            .await
+            .unwrap();
+        let resource_b = format!("{}/mcp/other", t.url);
+        let client_id = t.public_client().await;
+        let (_, other) = t.register_client(json!({"client_name": "Other", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]})).await;
+        let other_client = other["client_id"].as_str().unwrap().to_string();
+        assert_ne!(other_client, client_id);
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let refused: [(&[(&str, &str)], &str); 5] = [
+            (&[("resource", &resource_b)], "invalid_target"),
+            (&[("scope", "mcp:read mcp:write")], "invalid_scope"),
+            (&[("scope", "mcp:read mcp:nonsense")], "invalid_scope"),
+            (&[("resource", &resource), ("scope", "offline_access mcp:execute")], "invalid_scope"),
+            (&[("resource", "")], "invalid_target"),
+        ];
+        for (extra, error) in refused {
+            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", client_id.as_str())];
+            form.extend_from_slice(extra);
+            let (status, body) = t.token(&form).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some(error)), "{extra:?}: {body}");
+        }
+        let (status, body) = t.refresh(&other_client, rt).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        t.clock.advance(31);
+        let form = [("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", client_id.as_str()), ("resource", resource.as_str()), ("scope", "offline_access mcp:read")];
+        let (status, next) = t.token(&form).await;
+        assert_eq!(status, 200, "the token was spent by a refused refresh: {next}");
+        assert_eq!(next["scope"], "mcp:read offline_access");
+        // An expired token is refused, and stays unspent too.
+        let rt = next["refresh_token"].as_str().unwrap();
+        t.clock.advance(30 * 24 * 3600 + 1);
+        let (status, body) = t.refresh(&client_id, rt).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        let store = ezforge_store::SqlStore::open(&t.db.url, 1).await.unwrap();
+        let row = ezforge_core::Store::refresh(&store, &ezforge_core::secret::hash(rt)).await.unwrap().unwrap();
+        assert_eq!((row.used_at, row.successor_hash), (None, None));
+    }
+
     async fn who_may_authorize_follows_the_access_policy(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;

@@ -556,22 +556,23 @@ pub(crate) async fn refreshes(
 pub(crate) async fn renew_refreshes(
     conn: &mut AnyConnection,
     sqlite: bool,
-    hashes: &[String],
+    presented: &[RefreshPresented],
     now: i64,
     renew: &mut Renew<'_>,
 ) -> StoreResult<Vec<Option<Rotation>>> {
     if !sqlite {
-        return crate::pg_tokens::renew_refreshes(conn, hashes, now, renew).await;
+        return crate::pg_tokens::renew_refreshes(conn, presented, now, renew).await;
     }
+    let hashes: Vec<&str> = presented.iter().map(|p| p.token_hash.as_str()).collect();
     let mut tx = begin_write(conn, sqlite).await?;
-    let found = refreshes_with_grants(&mut tx, hashes).await?;
+    let found = refreshes_with_grants(&mut tx, &hashes).await?;
     let renewals = Renewals::decide(found, renew);
     let mut rotations = Vec::with_capacity(renewals.attempts.len());
     for chunk in renewals.attempts.chunks(CHUNK) {
         rotations.extend(rotate_chunk(&mut tx, chunk, now).await?);
     }
     tx.commit().await.map_err(backend)?;
-    Ok(renewals.answer(hashes.len(), rotations))
+    Ok(renewals.answer(presented.len(), rotations))
 }
 
 /// The rotations `renew` asked for, and which of the presented tokens each is for.
@@ -694,7 +695,7 @@ async fn rotations(
 /// Each refresh token with its grant, in one query.
 pub(crate) async fn refreshes_with_grants(
     conn: &mut AnyConnection,
-    hashes: &[String],
+    hashes: &[&str],
 ) -> StoreResult<Vec<Option<(RefreshRow, GrantRow)>>> {
     let mut found = HashMap::new();
     for chunk in hashes.chunks(CHUNK) {
@@ -722,7 +723,7 @@ pub(crate) async fn refreshes_with_grants(
             found.insert(refresh.token_hash.clone(), (refresh, grant));
         }
     }
-    Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
+    Ok(hashes.iter().map(|h| found.get(*h).cloned()).collect())
 }
 
 pub(crate) async fn consent(

@@ -20,14 +20,24 @@
 //! tried twice, or the insert above) fails the batch with its codes spent. A client that then
 //! retries presents a spent code, a replay, which revokes its grant: its user authorizes
 //! again. Safe, and only on a database failure between two statements.
-//! Refreshes: the tokens are read by one statement and rotated by another (successors stored
-//! and parents spent together); a rotation only spends a token still unspent, so a token spent
-//! in between is answered as spent, as it was in the transaction under `READ COMMITTED`.
+//!
+//! Refreshes: a chunk is one statement too. Each presentation states its checks up front
+//! (`RotationTerms`: client, resource, scope, plus the token unspent and unexpired and its
+//! grant live); the statement reads every token with its grant and rotates those that meet
+//! their terms (successors stored, then parents spent). The checks then run on the tokens as
+//! read and, by the terms' promise, accept every rotation the statement made. A presentation
+//! the checks accept that the statement did not rotate (no terms stated, a second presentation
+//! of a token in the batch, a token another node spent in between) is rotated by a second
+//! statement, which spends only a token still unspent; a token spent meanwhile is answered as
+//! spent, as it was in the transaction under `READ COMMITTED`. Only terms that promised more
+//! than the checks accept could spend a token for a refused request (logged as an error): the
+//! terms are made beside the checks (`oauth::token`), and a test refuses a refresh each way and
+//! then rotates the token.
 
 use crate::oauth_rows as rows;
 use crate::oauth_sql::{
-    Renewals, bind_refresh, code_uses, insert_refreshes, padded, placeholders,
-    refreshes_with_grants, spend_refreshes, successor_cases,
+    bind_refresh, code_uses, insert_refreshes, padded, placeholders, spend_refreshes,
+    successor_cases,
 };
 use crate::rows::backend;
 use ezforge_core::oauth::model::*;
@@ -230,22 +240,139 @@ async fn delete_refreshes(conn: &mut AnyConnection, hashes: &[String]) -> StoreR
     Ok(())
 }
 
-/// Reads the tokens with their grants (a statement of its own: under `READ COMMITTED` the
-/// transaction this was part of gave it no other view), lets `renew` decide, then rotates
-/// each chunk in one statement.
+/// Reads a chunk's tokens with their grants and rotates those that meet their presentations'
+/// terms, in one statement; lets `renew` decide on each token as read; then rotates, as
+/// `rotate` does, the ones `renew` names that the statement did not (a presentation without
+/// terms, a second presentation in the batch, a token another node spent in between).
 pub(crate) async fn renew_refreshes(
     conn: &mut AnyConnection,
-    hashes: &[String],
+    presented: &[RefreshPresented],
     now: i64,
     renew: &mut Renew<'_>,
 ) -> StoreResult<Vec<Option<Rotation>>> {
-    let found = refreshes_with_grants(conn, hashes).await?;
-    let renewals = Renewals::decide(found, renew);
-    let mut done = Vec::with_capacity(renewals.attempts.len());
-    for chunk in renewals.attempts.chunks(CHUNK) {
-        done.extend(rotate(conn, chunk, now).await?);
+    let mut out = vec![None; presented.len()];
+    let mut later: Vec<(usize, RotationAttempt)> = Vec::new();
+    for (c, chunk) in presented.chunks(CHUNK).enumerate() {
+        let read = read_and_rotate(conn, chunk, now).await?;
+        let mut answered = HashSet::new();
+        for (j, p) in chunk.iter().enumerate() {
+            let i = c * CHUNK + j;
+            let found = read.get(&j);
+            // The statement spends a token for the first of its presentations that meets its
+            // terms; that one is the rotation.
+            let rotated_here = found.is_some_and(|f| f.rotated && answered.insert(&p.token_hash));
+            let decision = renew(i, found.map(|f| (f.row.clone(), f.grant.clone())));
+            match (decision, found) {
+                (Some(attempt), Some(f)) if rotated_here => {
+                    debug_assert_eq!(
+                        Some(&attempt.successor.token_hash),
+                        p.terms.as_ref().map(|t| &t.successor_hash)
+                    );
+                    out[i] = Some(Rotation::Rotated(RefreshRow {
+                        used_at: Some(now),
+                        successor_hash: Some(attempt.successor.token_hash),
+                        ..f.row.clone()
+                    }));
+                }
+                (None, Some(_)) if rotated_here => {
+                    // Terms that promised more than the checks accept: the token is spent and
+                    // the request refused; its client must authorize again.
+                    tracing::error!(
+                        "a refresh token was rotated on terms its checks refused; the token is spent"
+                    );
+                }
+                (Some(_), Some(f)) if f.row.used_at.is_some() => {
+                    out[i] = Some(Rotation::AlreadyUsed(f.row.clone()));
+                }
+                (Some(attempt), _) => later.push((i, attempt)),
+                (None, _) => {}
+            }
+        }
     }
-    Ok(renewals.answer(hashes.len(), done))
+    for chunk in later.chunks(CHUNK) {
+        let attempts: Vec<RotationAttempt> = chunk.iter().map(|(_, a)| a.clone()).collect();
+        let rotations = rotate(conn, &attempts, now).await?;
+        for ((i, _), rotation) in chunk.iter().zip(rotations) {
+            out[*i] = Some(rotation);
+        }
+    }
+    Ok(out)
+}
+
+/// A presented token as `read_and_rotate` read it (before it spent it, if it did).
+struct Found {
+    row: RefreshRow,
+    grant: GrantRow,
+    /// Whether the statement spent it (for the first presentation that met its terms).
+    rotated: bool,
+}
+
+/// One statement, atomic on its own: reads each presented token with its grant; for the
+/// tokens that meet a presentation's terms (the first such presentation of each), stores the
+/// successor and then spends the token, as `rotate` does and in its order (successors first,
+/// in hash order; then the parents, through an index scan of the sorted hash list). Returns
+/// what it read, by the presentation's index in `chunk`.
+async fn read_and_rotate(
+    conn: &mut AnyConnection,
+    chunk: &[RefreshPresented],
+    now: i64,
+) -> StoreResult<HashMap<usize, Found>> {
+    let values = (0..chunk.len().next_power_of_two())
+        .map(|i| format!("({})", placeholders(2 + 7 * i, 7)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH a (i, token_hash, next_hash, client_id, resource, scope, ttl) AS (VALUES {values}), \
+         found AS (SELECT a.i, a.next_hash, a.ttl, \
+             r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash, {GRANT_COLS}, \
+             (a.next_hash IS NOT NULL AND r.used_at IS NULL AND r.expires_at > $1 AND g.revoked_at IS NULL \
+              AND g.client_id = a.client_id AND (a.resource IS NULL OR g.resource = a.resource) \
+              AND (a.scope IS NULL OR string_to_array(a.scope, ' ') <@ string_to_array(r.scope, ' '))) AS ok \
+           FROM a JOIN oauth_refresh_tokens r ON r.token_hash = a.token_hash JOIN oauth_grants g ON g.id = r.grant_id), \
+         chosen AS (SELECT DISTINCT ON (token_hash) token_hash, next_hash, grant_id, r_scope, ttl \
+           FROM found WHERE ok ORDER BY token_hash, i), \
+         successors AS (INSERT INTO oauth_refresh_tokens ({cols}) \
+           SELECT next_hash, grant_id, r_scope, $1, $1 + ttl, NULL, NULL FROM chosen ORDER BY next_hash \
+           ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash), \
+         spent AS (UPDATE oauth_refresh_tokens t SET used_at = $1, \
+             successor_hash = (SELECT c.next_hash FROM chosen c WHERE c.token_hash = t.token_hash) \
+           WHERE (SELECT count(*) FROM successors) >= 0 AND t.used_at IS NULL \
+             AND t.token_hash = ANY (ARRAY (SELECT token_hash FROM chosen)) \
+           RETURNING t.token_hash) \
+         SELECT found.*, COALESCE(ok AND found.token_hash IN (SELECT token_hash FROM spent), false) AS rotated FROM found",
+        cols = refresh_cols!(),
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+    for (i, p) in padded(&chunk.iter().enumerate().collect::<Vec<_>>()) {
+        let t = p.terms.as_ref();
+        q = q
+            .bind(*i as i64)
+            .bind(&p.token_hash)
+            .bind(t.map(|t| t.successor_hash.clone()))
+            .bind(t.map(|t| t.client_id.clone()))
+            .bind(t.and_then(|t| t.resource.clone()))
+            .bind(t.and_then(|t| t.scope.clone()))
+            .bind(t.map(|t| t.ttl_secs));
+    }
+    let mut out = HashMap::new();
+    for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
+        let i: i64 = r.try_get("i").map_err(backend)?;
+        let found = Found {
+            row: RefreshRow {
+                token_hash: r.try_get("token_hash").map_err(backend)?,
+                grant_id: r.try_get("grant_id").map_err(backend)?,
+                scope: r.try_get("r_scope").map_err(backend)?,
+                created_at: r.try_get("r_created_at").map_err(backend)?,
+                expires_at: r.try_get("expires_at").map_err(backend)?,
+                used_at: r.try_get("used_at").map_err(backend)?,
+                successor_hash: r.try_get("successor_hash").map_err(backend)?,
+            },
+            grant: rows::grant(&r).map_err(backend)?,
+            rotated: r.try_get("rotated").map_err(backend)?,
+        };
+        out.insert(usize::try_from(i).unwrap_or(usize::MAX), found);
+    }
+    Ok(out)
 }
 
 /// Stores a chunk's successors and spends their parents, in one statement, which is atomic

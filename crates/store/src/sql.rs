@@ -745,17 +745,17 @@ impl Store for SqlStore {
 
     async fn renew_refreshes(
         &self,
-        token_hashes: &[String],
+        presented: &[RefreshPresented],
         now: i64,
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>> {
         if let Some(db) = self.direct_tokens() {
-            return tokio::task::block_in_place(|| db.renew_refreshes(token_hashes, now, renew));
+            return tokio::task::block_in_place(|| db.renew_refreshes(presented, now, renew));
         }
         let mut conn = self.take_token_conn().await?;
         let sqlite = self.backend == "sqlite";
         let done =
-            crate::oauth_sql::renew_refreshes(&mut conn, sqlite, token_hashes, now, renew).await;
+            crate::oauth_sql::renew_refreshes(&mut conn, sqlite, presented, now, renew).await;
         self.keep_token_conn(conn, &done);
         done
     }

@@ -128,16 +128,17 @@ impl TokenDb {
     }
 
     /// `Store::renew_refreshes`: every token is read before anything is written, then the
-    /// rotations go one after another, so a second presentation finds the token spent.
+    /// rotations go one after another, so a second presentation finds the token spent. The
+    /// presentations' terms are not used: a transaction here costs no round trips.
     pub(crate) fn renew_refreshes(
         &self,
-        hashes: &[String],
+        presented: &[RefreshPresented],
         now: i64,
         renew: &mut Renew<'_>,
     ) -> StoreResult<Vec<Option<Rotation>>> {
         let mut slot = self.slot();
         let tx = begin(slot.as_mut().ok_or_else(closed)?)?;
-        let mut out = Vec::with_capacity(hashes.len());
+        let mut out = Vec::with_capacity(presented.len());
         {
             let mut read_with_grant = tx
                 .prepare_cached(&format!(
@@ -146,10 +147,12 @@ impl TokenDb {
                     GRANT_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
                 ))
                 .map_err(backend)?;
-            let mut attempts = Vec::with_capacity(hashes.len());
-            for (i, hash) in hashes.iter().enumerate() {
+            let mut attempts = Vec::with_capacity(presented.len());
+            for (i, p) in presented.iter().enumerate() {
                 let stored = read_with_grant
-                    .query_row([hash], |r| Ok((refresh_row(r, 0)?, grant_at(r, 7)?)))
+                    .query_row([&p.token_hash], |r| {
+                        Ok((refresh_row(r, 0)?, grant_at(r, 7)?))
+                    })
                     .optional()
                     .map_err(backend)?;
                 attempts.push(renew(i, stored));

@@ -397,7 +397,40 @@ async fn offers_are_stored_exactly_when_issued_on(store: &SqlStore) {
     }
 }
 
-async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
+/// What the presentations of a refresh test state up front (see `RotationTerms`). Whatever
+/// they state, the answers are the ones `renew` decides: terms only let a store rotate sooner.
+#[derive(Clone, Copy, Debug)]
+enum Terms {
+    None,
+    /// Terms the stored tokens meet, on every presentation `renew` accepts.
+    Met,
+    /// Terms no stored token meets (another client): `renew`, which accepts anyway, decides.
+    Unmet,
+}
+
+fn presented(hashes: &[String], grant: &GrantRow, terms: Terms) -> Vec<RefreshPresented> {
+    hashes
+        .iter()
+        .map(|h| RefreshPresented {
+            token_hash: h.clone(),
+            terms: match terms {
+                Terms::None => None,
+                Terms::Met | Terms::Unmet => Some(RotationTerms {
+                    successor_hash: format!("{h}-next"),
+                    client_id: match terms {
+                        Terms::Met => grant.client_id.clone(),
+                        _ => "cli_other".into(),
+                    },
+                    resource: Some(grant.resource.clone()),
+                    scope: Some(grant.scope.clone()),
+                    ttl_secs: 940,
+                }),
+            },
+        })
+        .collect()
+}
+
+async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore, terms: Terms) {
     let grant = grant_with_codes(store, 1).await;
     // 35 refresh tokens, issued by exchanging the grant's code.
     store
@@ -415,9 +448,12 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
     let hashes: Vec<String> = ["rt-0", "rt-0", "ghost", "rt-1", "rt-2"]
         .map(String::from)
         .to_vec();
+    let mut batch = presented(&hashes, &grant, terms);
+    // `renew` declines the last presentation, so it may state no terms.
+    batch[4].terms = None;
     let mut seen = Vec::new();
     let out = store
-        .renew_refreshes(&hashes, 60, &mut |i, stored| {
+        .renew_refreshes(&batch, 60, &mut |i, stored| {
             seen.push((
                 i,
                 stored
@@ -460,18 +496,30 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore) {
         (next.used_at, next.grant_id.as_str()),
         (None, grant.id.as_str())
     );
+    // PostgreSQL rotates on met terms in the statement that reads the token, storing the
+    // successor the terms describe (made at the batch's time); otherwise `renew`'s successor
+    // (made at 10) is stored.
+    let postgres = store.pool().connect_options().database_url.scheme() == "postgres";
+    let on_terms = postgres && matches!(terms, Terms::Met);
+    assert_eq!(
+        (next.created_at, next.expires_at),
+        if on_terms { (60, 1000) } else { (10, 1000) },
+        "{terms:?}"
+    );
     // A later batch: spent tokens stay spent, with their first successor.
     let out = store
-        .renew_refreshes(&["rt-0".to_string()], 70, &mut |_, s| {
-            s.map(|(r, _)| rotation(&r.token_hash, &grant))
-        })
+        .renew_refreshes(
+            &presented(&["rt-0".to_string()], &grant, terms),
+            70,
+            &mut |_, s| s.map(|(r, _)| rotation(&r.token_hash, &grant)),
+        )
         .await
         .unwrap();
     assert!(matches!(&out[0], Some(Rotation::AlreadyUsed(r)) if r.used_at == Some(60)));
     // 33 in one call: more than one statement's worth.
     let many: Vec<String> = (2..35).map(|i| format!("rt-{i}")).collect();
     let out = store
-        .renew_refreshes(&many, 80, &mut |_, s| {
+        .renew_refreshes(&presented(&many, &grant, terms), 80, &mut |_, s| {
             s.map(|(r, _)| rotation(&r.token_hash, &grant))
         })
         .await
@@ -541,7 +589,9 @@ async fn in_memory_sqlite_batches_codes_and_refreshes_alike() {
     assert!(!store().await.unwrap().direct_sqlite_tokens());
     codes_spend_once_per_batch_and_across_batches_on(&store().await.unwrap()).await;
     offers_are_stored_exactly_when_issued_on(&store().await.unwrap()).await;
-    refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap()).await;
+    for terms in [Terms::None, Terms::Met, Terms::Unmet] {
+        refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap(), terms).await;
+    }
 }
 
 ezforge_testkit::backend_tests! {
@@ -701,7 +751,15 @@ ezforge_testkit::backend_tests! {
     }
 
     async fn refresh_rotation_in_batches_leaves_one_chain(db) {
-        refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await).await;
+        refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await, Terms::None).await;
+    }
+
+    async fn refresh_rotation_on_met_terms_leaves_one_chain(db) {
+        refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await, Terms::Met).await;
+    }
+
+    async fn refresh_rotation_on_unmet_terms_follows_renew(db) {
+        refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await, Terms::Unmet).await;
     }
 
     /// The token endpoint keeps a connection while busy; never the only one, and never past
@@ -715,7 +773,8 @@ ezforge_testkit::backend_tests! {
         assert_eq!(users.unwrap(), 1);
         store.close().await;
         let store = open(&db.url).await;
-        store.renew_refreshes(&["none".to_string()], 10, &mut |_, _| None).await.unwrap();
+        let none = RefreshPresented { token_hash: "none".into(), terms: None };
+        store.renew_refreshes(&[none], 10, &mut |_, _| None).await.unwrap();
         tokio::time::timeout(limit, store.close()).await.expect("close gives the held connection back");
     }
 }

@@ -5,11 +5,13 @@
 //! — not the signing or the HTTP — bound the endpoint. So requests hand their database work to
 //! an executor task, which takes everything waiting (up to `MAX_BATCH` requests) and does it
 //! in one transaction with one statement per kind of work (`Store::exchange_codes`,
-//! `Store::renew_refreshes`). On PostgreSQL a batch's codes are instead spent, and a batch's
-//! refresh tokens rotated, by one statement each, whose atomicity stands for the transaction's
-//! (`store::pg_tokens`); the code checks then run after the spend has committed. A request's checks (expiry, client, redirect URI, resource,
+//! `Store::renew_refreshes`). A request's checks (expiry, client, redirect URI, resource,
 //! scope) run inside that transaction, between the read and the write, so each request costs
-//! one trip to the executor and a batch one commit.
+//! one trip to the executor and a batch one commit. On PostgreSQL a batch's codes are instead
+//! spent, and its refresh tokens checked and rotated, by one statement each, whose atomicity
+//! stands for the transaction's (`store::pg_tokens`); the checks then run after it has
+//! committed, on the rows as it read them (a refresh states its checks as `RotationTerms` for
+//! the statement to apply).
 //!
 //! Nothing is written behind: a request gets its answer only after the statements that did its
 //! work have committed, exactly as when it ran alone. There is no timer either: a lone request
@@ -18,7 +20,8 @@
 
 use super::OAuthError;
 use super::model::{
-    CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshRow, Rotation, RotationAttempt,
+    CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshPresented, RefreshRow, Rotation,
+    RotationAttempt,
 };
 use crate::clock::Clock;
 use crate::store::{Store, StoreError, StoreResult};
@@ -66,7 +69,7 @@ pub(crate) type CheckRefresh =
 enum Op {
     Exchange(CodeAttempt, CheckCode, Reply<Exchanged>),
     Refresh(
-        String,
+        RefreshPresented,
         CheckRefresh,
         Reply<Result<(Renewal, Rotation), OAuthError>>,
     ),
@@ -115,14 +118,14 @@ impl TokenBatcher {
         self.call(|r| Op::Exchange(attempt, check, r)).await
     }
 
-    /// Reads a refresh token with its grant, runs `check`, and rotates what it decides on, in
-    /// one transaction (see `Store::renew_refreshes`).
+    /// Reads a refresh token with its grant, runs `check`, and rotates what it decides on (see
+    /// `Store::renew_refreshes`; `presented.terms` must promise no more than `check` accepts).
     pub(crate) async fn refresh(
         &self,
-        token_hash: String,
+        presented: RefreshPresented,
         check: CheckRefresh,
     ) -> StoreResult<Result<(Renewal, Rotation), OAuthError>> {
-        self.call(|r| Op::Refresh(token_hash, check, r)).await
+        self.call(|r| Op::Refresh(presented, check, r)).await
     }
 }
 
@@ -135,7 +138,7 @@ async fn run(store: &dyn Store, now: i64, batch: Vec<Op>) {
     for op in batch {
         match op {
             Op::Exchange(a, check, reply) => codes.push((a, check, reply)),
-            Op::Refresh(hash, check, reply) => refreshes.push((hash, check, reply)),
+            Op::Refresh(presented, check, reply) => refreshes.push((presented, check, reply)),
         }
     }
     if !codes.is_empty() {
@@ -192,17 +195,21 @@ async fn exchange(
 
 type RefreshReply = Reply<Result<(Renewal, Rotation), OAuthError>>;
 
-async fn refresh(store: &dyn Store, now: i64, ops: Vec<(String, CheckRefresh, RefreshReply)>) {
-    let mut hashes = Vec::with_capacity(ops.len());
+async fn refresh(
+    store: &dyn Store,
+    now: i64,
+    ops: Vec<(RefreshPresented, CheckRefresh, RefreshReply)>,
+) {
+    let mut presented = Vec::with_capacity(ops.len());
     let mut checks = Vec::with_capacity(ops.len());
     let mut replies = Vec::with_capacity(ops.len());
-    for (hash, check, reply) in ops {
-        hashes.push(hash);
+    for (p, check, reply) in ops {
+        presented.push(p);
         checks.push(Some(check));
         replies.push(reply);
     }
     let mut verdicts: Vec<Option<Result<Renewal, OAuthError>>> =
-        (0..hashes.len()).map(|_| None).collect();
+        (0..presented.len()).map(|_| None).collect();
     let mut renew = |i: usize, stored: Option<(RefreshRow, GrantRow)>| {
         let check = checks.get_mut(i)?.take()?;
         let verdict = check(stored, now);
@@ -210,7 +217,7 @@ async fn refresh(store: &dyn Store, now: i64, ops: Vec<(String, CheckRefresh, Re
         verdicts[i] = Some(verdict);
         attempt
     };
-    let rotations = match store.renew_refreshes(&hashes, now, &mut renew).await {
+    let rotations = match store.renew_refreshes(&presented, now, &mut renew).await {
         Ok(rotations) => rotations,
         Err(e) => return fail(replies.into_iter(), e),
     };

@@ -161,6 +161,31 @@ pub struct RefreshOffer {
     pub ttl_secs: i64,
 }
 
+/// A refresh token as presented at the token endpoint: its hash, and what the presenting
+/// request accepts (see `RotationTerms`), if it states that up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshPresented {
+    pub token_hash: String,
+    pub terms: Option<RotationTerms>,
+}
+
+/// A refresh's checks, stated before the token is read, so that a store can check and rotate
+/// in one statement (PostgreSQL does, see `Store::renew_refreshes`). A promise by the caller:
+/// a stored token that is unspent and unexpired, whose grant is live and belongs to
+/// `client_id`, is for `resource` (when given) and holds every scope of `scope` (when given),
+/// passes the caller's checks, which then rotate it to
+/// `(successor_hash, its grant, its scope, now, now + ttl_secs)`. A store that rotates on the
+/// terms still runs the checks, on the token as it read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationTerms {
+    pub successor_hash: String,
+    pub client_id: String,
+    pub resource: Option<String>,
+    /// Space-separated, normalized (`scope::join`).
+    pub scope: Option<String>,
+    pub ttl_secs: i64,
+}
+
 /// A refresh token presented for rotation, and the successor that replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationAttempt {

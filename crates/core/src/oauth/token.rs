@@ -3,8 +3,8 @@
 use super::batch::{Exchange, Exchanged, Renewal};
 use super::clients::ClientCredentials;
 use super::model::{
-    ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshOffer, RefreshRow, Rotation,
-    RotationAttempt,
+    ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshOffer, RefreshPresented, RefreshRow,
+    Rotation, RotationAttempt, RotationTerms,
 };
 use super::{OAuth, OAuthError, scope};
 use crate::{crypto, ids, secret};
@@ -219,6 +219,23 @@ impl OAuth {
             crypto::mac(&self.master.derive(REFRESH_SUCCESSOR), token.as_bytes())
         );
         let successor_hash = secret::hash(&successor);
+        // The checks below, stated for the store (see `RotationTerms`). A scope that does not
+        // parse states none: the checks refuse it, and no store rotates on it.
+        let terms = match p
+            .scope
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(scope::parse)
+        {
+            Some(Err(_)) => None,
+            requested => Some(RotationTerms {
+                successor_hash: successor_hash.clone(),
+                client_id: client.client_id.clone(),
+                resource: p.resource.clone(),
+                scope: requested.and_then(Result::ok).map(|s| scope::join(&s)),
+                ttl_secs: self.settings.refresh_token_ttl_secs,
+            }),
+        };
         let check = {
             let (client, ttl) = (client.clone(), self.settings.refresh_token_ttl_secs);
             let (resource, requested) = (p.resource.clone(), p.scope.clone());
@@ -247,10 +264,11 @@ impl OAuth {
                 })
             }
         };
-        let (renewal, rotation) = self
-            .batch
-            .refresh(secret::hash(token), Box::new(check))
-            .await??;
+        let presented = RefreshPresented {
+            token_hash: secret::hash(token),
+            terms,
+        };
+        let (renewal, rotation) = self.batch.refresh(presented, Box::new(check)).await??;
         let Renewal { grant, scope, .. } = renewal;
         match rotation {
             Rotation::Rotated(_) => self.respond(&grant, &scope, Some(successor)),
