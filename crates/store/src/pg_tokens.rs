@@ -310,7 +310,8 @@ struct Found {
 /// One statement, atomic on its own: reads each presented token with its grant; for the
 /// tokens that meet a presentation's terms (the first such presentation of each), stores the
 /// successor and then spends the token, as `rotate` does and in its order (successors first,
-/// in hash order; then the parents, through an index scan of the sorted hash list). Returns
+/// in hash order; then the parents, found through the primary key by a bitmap scan, which
+/// locks them in the table's physical order: the same for any two such statements). Returns
 /// what it read, by the presentation's index in `chunk`.
 async fn read_and_rotate(
     conn: &mut AnyConnection,
