@@ -413,8 +413,12 @@ ezforge_testkit::backend_tests! {
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
         let (_, tokens) = t.exchange(&client_id, &code).await;
         let rt = tokens["refresh_token"].as_str().unwrap();
-        let refused: [(&[(&str, &str)], &str); 5] = [
+        let with_nul = format!("{resource}\u{0}");
+        let refused: [(&[(&str, &str)], &str); 7] = [
             (&[("resource", &resource_b)], "invalid_target"),
+            // Text PostgreSQL cannot store: refused alone, without failing anyone else's refresh.
+            (&[("resource", &with_nul)], "invalid_target"),
+            (&[("resource", "\u{0}"), ("scope", "mcp:read")], "invalid_target"),
             (&[("scope", "mcp:read mcp:write")], "invalid_scope"),
             (&[("scope", "mcp:read mcp:nonsense")], "invalid_scope"),
             (&[("resource", &resource), ("scope", "offline_access mcp:execute")], "invalid_scope"),

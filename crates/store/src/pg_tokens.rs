@@ -264,15 +264,20 @@ pub(crate) async fn renew_refreshes(
             let decision = renew(i, found.map(|f| (f.row.clone(), f.grant.clone())));
             match (decision, found) {
                 (Some(attempt), Some(f)) if rotated_here => {
-                    debug_assert_eq!(
-                        Some(&attempt.successor.token_hash),
-                        p.terms.as_ref().map(|t| &t.successor_hash)
-                    );
-                    out[i] = Some(Rotation::Rotated(RefreshRow {
-                        used_at: Some(now),
-                        successor_hash: Some(attempt.successor.token_hash),
-                        ..f.row.clone()
-                    }));
+                    let stored = p.terms.as_ref().map(|t| &t.successor_hash);
+                    if stored == Some(&attempt.successor.token_hash) {
+                        out[i] = Some(Rotation::Rotated(RefreshRow {
+                            used_at: Some(now),
+                            successor_hash: stored.cloned(),
+                            ..f.row.clone()
+                        }));
+                    } else {
+                        // The request fails (its rotation is not answered) rather than be
+                        // handed a successor that was not stored.
+                        tracing::error!(
+                            "a refresh token was rotated to another successor than its checks chose"
+                        );
+                    }
                 }
                 (None, Some(_)) if rotated_here => {
                     // Terms that promised more than the checks accept: the token is spent and
@@ -309,10 +314,10 @@ struct Found {
 
 /// One statement, atomic on its own: reads each presented token with its grant; for the
 /// tokens that meet a presentation's terms (the first such presentation of each), stores the
-/// successor and then spends the token, as `rotate` does and in its order (successors first,
-/// in hash order; then the parents, found through the primary key by a bitmap scan, which
-/// locks them in the table's physical order: the same for any two such statements). Returns
-/// what it read, by the presentation's index in `chunk`.
+/// successor and then spends the token, as `rotate` does and in its order: successors first,
+/// in hash order, then the parents. Two statements spending the same parent insert the same
+/// successor first, so the later one waits there for the earlier to commit before it locks any
+/// parent. Returns what it read, by the presentation's index in `chunk`.
 async fn read_and_rotate(
     conn: &mut AnyConnection,
     chunk: &[RefreshPresented],

@@ -91,6 +91,8 @@ pub(crate) struct TokenConnSlot {
     held: Arc<Mutex<Option<Held>>>,
     /// Whether a task is watching the kept connection, to let go of it once idle.
     reaper: Arc<AtomicBool>,
+    /// Set by `close`: a batch that ends afterwards lets go of its connection.
+    closed: Arc<AtomicBool>,
 }
 
 impl TokenConnSlot {
@@ -119,13 +121,16 @@ impl TokenConnSlot {
             return Ok(TokenConn::Pooled(conn));
         }
         let mut own = conn.detach();
-        own.execute(OWN_SESSION).await.map_err(backend)?;
+        if let Err(e) = own.execute(OWN_SESSION).await {
+            TokenConn::Own(own).release().await;
+            return Err(backend(e));
+        }
         Ok(TokenConn::Own(own))
     }
 
     /// Keeps the connection for the next batch, unless the batch failed (a pool connection
     /// goes back to the pool, which tests it; an own one is closed), it is the one connection
-    /// of a pool of one, or the pool is closing. A task lets go of it once unused for its
+    /// of a pool of one, or the store is closing. A task lets go of it once unused for its
     /// idle limit.
     pub(crate) fn keep<T>(
         &self,
@@ -135,11 +140,21 @@ impl TokenConnSlot {
         max_connections: u32,
     ) {
         let pooled_alone = matches!(conn, TokenConn::Pooled(_)) && max_connections < 2;
-        if result.is_err() || pooled_alone || pool.is_closed() {
-            tokio::spawn(conn.release());
-            return;
+        {
+            // `closed` is read under the lock that `close` takes after setting it: either this
+            // sees it, or `close` finds the connection here.
+            let mut held = self.held();
+            if result.is_err()
+                || pooled_alone
+                || pool.is_closed()
+                || self.closed.load(Ordering::Acquire)
+            {
+                drop(held);
+                tokio::spawn(conn.release());
+                return;
+            }
+            *held = Some((conn, Instant::now()));
         }
-        *self.held() = Some((conn, Instant::now()));
         if !self.reaper.swap(true, Ordering::AcqRel) {
             let slot = self.clone();
             tokio::spawn(async move {
@@ -168,8 +183,10 @@ impl TokenConnSlot {
         }
     }
 
-    /// Lets go of the kept connection (the store is closing).
+    /// Lets go of the kept connection, and of any a batch still running ends with (the store is
+    /// closing).
     pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let held = self.held().take();
         if let Some((conn, _)) = held {
             conn.release().await;

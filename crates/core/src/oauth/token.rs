@@ -220,14 +220,18 @@ impl OAuth {
         );
         let successor_hash = secret::hash(&successor);
         // The checks below, stated for the store (see `RotationTerms`). A scope that does not
-        // parse states none: the checks refuse it, and no store rotates on it.
-        let terms = match p
+        // parse states none, and neither does a resource with a NUL in it, which PostgreSQL
+        // cannot take as text (the statement of the whole batch would fail): the checks refuse
+        // both, and no store rotates on them.
+        let bindable = p.resource.as_deref().is_none_or(|r| !r.contains('\0'));
+        let requested = p
             .scope
             .as_deref()
             .filter(|s| !s.is_empty())
-            .map(scope::parse)
-        {
+            .map(scope::parse);
+        let terms = match requested {
             Some(Err(_)) => None,
+            _ if !bindable => None,
             requested => Some(RotationTerms {
                 successor_hash: successor_hash.clone(),
                 client_id: client.client_id.clone(),
