@@ -75,6 +75,10 @@ impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => CoreError::Conflict(what),
+            StoreError::Unstorable(message) => CoreError::Invalid {
+                field: "request",
+                message,
+            },
             StoreError::Backend(message) => CoreError::Internal(message),
         }
     }

@@ -13,6 +13,10 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the message names what (e.g. "email already registered").
     #[error("{0}")]
     Conflict(String),
+    /// A value the database cannot hold (PostgreSQL's text cannot contain a NUL character):
+    /// the caller's input, not the database, is at fault.
+    #[error("{0}")]
+    Unstorable(String),
     #[error("database: {0}")]
     Backend(String),
 }

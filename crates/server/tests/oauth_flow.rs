@@ -447,6 +447,23 @@ ezforge_testkit::backend_tests! {
         assert_eq!((row.used_at, row.successor_hash), (None, None));
     }
 
+    /// PostgreSQL's text cannot hold a NUL character. Input with one is a bad request there
+    /// (on SQLite it simply matches nothing), never a server error.
+    async fn text_with_a_nul_is_a_bad_request_not_a_server_error(db) {
+        let t = TestServer::start(db).await;
+        let postgres = t.server.backend == "postgres";
+        let (status, body) = t.token(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", "mcp_a\u{0}b")]).await;
+        let expected = if postgres { (400, "invalid_request") } else { (401, "invalid_client") };
+        assert_eq!((status, body["error"].as_str().unwrap_or_default()), expected, "{body}");
+        let resp = t.raw().post(format!("{}/v1/auth/login", t.url))
+            .json(&json!({"email": "a\u{0}@example.com", "password": "a long enough password"}))
+            .send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let expected = if postgres { (400, "invalid_request") } else { (401, "invalid_credentials") };
+        assert_eq!((status, body["error"]["code"].as_str().unwrap_or_default()), expected, "{body}");
+    }
+
     async fn who_may_authorize_follows_the_access_policy(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;

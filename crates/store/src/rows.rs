@@ -130,12 +130,19 @@ pub(crate) fn err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(format!("{what} already exists"))
         }
-        _ => StoreError::Backend(e.to_string()),
+        _ => backend(e),
     }
 }
 
+/// Maps a driver error; text PostgreSQL refuses to hold (SQLSTATE 22021: a NUL character, or
+/// bytes that are not UTF-8) becomes `Unstorable`, a fault of the input.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+            StoreError::Unstorable("text may not contain NUL characters".into())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 pub(crate) fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {

@@ -66,6 +66,9 @@ impl OAuthError {
 
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
-        OAuthError::Server(e.to_string())
+        match e {
+            StoreError::Unstorable(message) => OAuthError::InvalidRequest(message),
+            other => OAuthError::Server(other.to_string()),
+        }
     }
 }
