@@ -371,11 +371,7 @@ ezforge_testkit::backend_tests! {
     async fn scopes_never_widen_and_resources_must_match(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
-        t.as_session(&owner)
-            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "B".into(), slug: "other".into(), environment: None })
-            .await
-            .unwrap();
-        let resource_b = format!("{}/mcp/other", t.url);
+        let resource_b = t.with_other_server(&owner).await;
         let client_id = t.public_client().await;
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
         let (_, tokens) = t.exchange(&client_id, &code).await;
@@ -401,11 +397,7 @@ ezforge_testkit::backend_tests! {
     async fn a_refused_refresh_leaves_its_token_unspent(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
-        t.as_session(&owner)
-            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "B".into(), slug: "other".into(), environment: None })
-            .await
-            .unwrap();
-        let resource_b = format!("{}/mcp/other", t.url);
+        let resource_b = t.with_other_server(&owner).await;
         let client_id = t.public_client().await;
         let (_, other) = t.register_client(json!({"client_name": "Other", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]})).await;
         let other_client = other["client_id"].as_str().unwrap().to_string();

@@ -60,6 +60,22 @@ impl TestServer {
         (owner, format!("{}/mcp/demo", self.url))
     }
 
+    /// A second server, `other`, in `demo-project` (made by `with_mcp_server`); its resource URI.
+    pub async fn with_other_server(&self, owner: &Session) -> String {
+        self.as_session(owner)
+            .create_server(
+                "demo-project",
+                &ezforge_proto::CreateServerRequest {
+                    name: "Other".into(),
+                    slug: "other".into(),
+                    environment: None,
+                },
+            )
+            .await
+            .unwrap();
+        format!("{}/mcp/other", self.url)
+    }
+
     /// `with_mcp_server`, deployed to `upstream_url` with an upstream timeout of `timeout_ms`.
     pub async fn with_deployed_mcp_server(
         &self,
