@@ -130,8 +130,9 @@ impl TokenConnSlot {
 
     /// Keeps the connection for the next batch, unless the batch failed (a pool connection
     /// goes back to the pool, which tests it; an own one is closed), it is the one connection
-    /// of a pool of one, or the store is closing. A task lets go of it once unused for its
-    /// idle limit.
+    /// of a pool of one, another is kept already (batches that ran at once, which the
+    /// endpoint's one executor does not do but a store's other callers may), or the store is
+    /// closing. A task lets go of it once unused for its idle limit.
     pub(crate) fn keep<T>(
         &self,
         conn: TokenConn,
@@ -148,6 +149,7 @@ impl TokenConnSlot {
                 || pooled_alone
                 || pool.is_closed()
                 || self.closed.load(Ordering::Acquire)
+                || held.is_some()
             {
                 drop(held);
                 tokio::spawn(conn.release());
@@ -277,6 +279,56 @@ mod tests {
         );
         assert!(pooled_plan.contains("Seq Scan"), "{pooled_plan}");
         slot.keep(own, &Ok(()), &pool, 2);
+        slot.close().await;
+    }
+
+    async fn backend_pid(conn: &mut AnyConnection) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// Two batches at once take two connections; of the two given back, the first is kept and
+    /// the second closed (told to the server), not dropped on the floor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_connection_is_kept_and_a_second_is_closed() {
+        let Some(db) = ezforge_testkit::TestDb::postgres().await else {
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&db.url).await.unwrap();
+        let slot = TokenConnSlot::default();
+        let (mut first, mut second) = (
+            slot.take(&pool, true).await.unwrap(),
+            slot.take(&pool, true).await.unwrap(),
+        );
+        let (kept, extra) = (
+            backend_pid(&mut first).await,
+            backend_pid(&mut second).await,
+        );
+        assert_ne!(kept, extra);
+        slot.keep(first, &Ok(()), &pool, 10);
+        slot.keep(second, &Ok(()), &pool, 10);
+        let mut again = slot.take(&pool, true).await.unwrap();
+        assert_eq!(backend_pid(&mut again).await, kept);
+        // Closed by a task: the server notices soon after.
+        let mut open = true;
+        for _ in 0..50 {
+            open = sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+            )
+            .bind(extra)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if !open {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!open, "backend {extra} still open");
+        slot.keep(again, &Ok(()), &pool, 10);
         slot.close().await;
     }
 }

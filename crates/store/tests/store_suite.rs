@@ -762,6 +762,45 @@ ezforge_testkit::backend_tests! {
         refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await, Terms::Unmet).await;
     }
 
+    /// Batches that run at once (as on two nodes, each with its own executor) are ordered by
+    /// the statements' own locking: each token is rotated once, and its other presentation
+    /// finds it spent with that one successor. Presented in opposite orders, one side on its
+    /// terms and the other without, so that the two statements take their locks crosswise if
+    /// they can.
+    async fn batches_at_once_rotate_each_token_once(db) {
+        let store = open(&db.url).await;
+        let grant = grant_with_codes(&store, 1).await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        for i in 0..60 {
+            sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
+                .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
+                .execute(&mut *conn).await.unwrap();
+        }
+        drop(conn);
+        for round in 0..6 {
+            let hashes: Vec<String> = (round * 10..round * 10 + 10).map(|i| format!("rt-{i}")).collect();
+            let reversed: Vec<String> = hashes.iter().rev().cloned().collect();
+            let accept = |_: usize, s: Option<(RefreshRow, GrantRow)>| s.map(|(r, _)| rotation(&r.token_hash, &grant));
+            let (mut a, mut b) = (accept, accept);
+            let (left, right) = (presented(&hashes, &grant, Terms::Met), presented(&reversed, &grant, Terms::None));
+            let (left, right) = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                async { tokio::join!(store.renew_refreshes(&left, 60, &mut a), store.renew_refreshes(&right, 60, &mut b)) },
+            )
+            .await
+            .expect("the two batches finish");
+            let (left, right) = (left.expect("left batch"), right.expect("right batch"));
+            for (i, h) in hashes.iter().enumerate() {
+                let pair = [&left[i], &right[hashes.len() - 1 - i]];
+                let rotated = pair.iter().filter(|r| matches!(r, Some(Rotation::Rotated(_)))).count();
+                let spent = pair.iter().filter(|r| matches!(r, Some(Rotation::AlreadyUsed(row)) if row.successor_hash.as_deref() == Some(&format!("{h}-next")))).count();
+                assert_eq!((rotated, spent), (1, 1), "round {round}, {h}: {pair:?}");
+                let next = store.refresh(&format!("{h}-next")).await.unwrap().expect("the successor is stored");
+                assert_eq!(next.used_at, None);
+            }
+        }
+    }
+
     /// The token endpoint keeps a connection while busy; never the only one, and never past
     /// `close`.
     async fn the_token_connection_never_starves_the_pool(db) {
