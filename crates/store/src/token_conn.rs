@@ -246,16 +246,23 @@ mod tests {
             .join("\n")
     }
 
+    /// A fresh PostgreSQL database (kept while the test holds it) and a pool on it; `None`
+    /// where the test kit skips PostgreSQL.
+    async fn postgres_pool() -> Option<(ezforge_testkit::TestDb, AnyPool)> {
+        let db = ezforge_testkit::TestDb::postgres().await?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&db.url).await.unwrap();
+        Some((db, pool))
+    }
+
     /// The endpoint's own PostgreSQL connection keeps index lookups for statements whose plans
     /// were made while their tables were small; a pool connection keeps the sequential scan
     /// (what this guards against, shown so that the test shows something).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plans_made_on_small_tables_stay_index_lookups_on_postgres() {
-        let Some(db) = ezforge_testkit::TestDb::postgres().await else {
+        let Some((_db, pool)) = postgres_pool().await else {
             return;
         };
-        sqlx::any::install_default_drivers();
-        let pool = AnyPool::connect(&db.url).await.unwrap();
         for table in ["own_t", "pooled_t"] {
             // Autovacuum stays away: an ANALYZE would replan both.
             let create = format!(
@@ -293,11 +300,9 @@ mod tests {
     /// the second closed (told to the server), not dropped on the floor.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_connection_is_kept_and_a_second_is_closed() {
-        let Some(db) = ezforge_testkit::TestDb::postgres().await else {
+        let Some((_db, pool)) = postgres_pool().await else {
             return;
         };
-        sqlx::any::install_default_drivers();
-        let pool = AnyPool::connect(&db.url).await.unwrap();
         let slot = TokenConnSlot::default();
         let (mut first, mut second) = (
             slot.take(&pool, true).await.unwrap(),

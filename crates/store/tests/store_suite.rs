@@ -430,6 +430,16 @@ fn presented(hashes: &[String], grant: &GrantRow, terms: Terms) -> Vec<RefreshPr
         .collect()
 }
 
+/// Refresh tokens `rt-0` … `rt-{n-1}` of `grant`, unspent, made at 10 and expiring at 1000.
+async fn store_refresh_tokens(store: &SqlStore, grant: &GrantRow, n: usize) {
+    let mut conn = store.pool().acquire().await.unwrap();
+    for i in 0..n {
+        sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
+            .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
+            .execute(&mut *conn).await.unwrap();
+    }
+}
+
 async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore, terms: Terms) {
     let grant = grant_with_codes(store, 1).await;
     // 35 refresh tokens, issued by exchanging the grant's code.
@@ -437,13 +447,7 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore, terms
         .exchange_codes(&[attempt("code-0", "cli_1", "ch")], 10, &mut |_, _, _| None)
         .await
         .unwrap();
-    let mut conn = store.pool().acquire().await.unwrap();
-    for i in 0..35 {
-        sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
-            .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
-            .execute(&mut *conn).await.unwrap();
-    }
-    drop(conn);
+    store_refresh_tokens(store, &grant, 35).await;
     // `renew` sees each token as stored, with its grant; it declines the unknown one.
     let hashes: Vec<String> = ["rt-0", "rt-0", "ghost", "rt-1", "rt-2"]
         .map(String::from)
@@ -770,13 +774,7 @@ ezforge_testkit::backend_tests! {
     async fn batches_at_once_rotate_each_token_once(db) {
         let store = open(&db.url).await;
         let grant = grant_with_codes(&store, 1).await;
-        let mut conn = store.pool().acquire().await.unwrap();
-        for i in 0..60 {
-            sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, 10, 1000)")
-                .bind(format!("rt-{i}")).bind(&grant.id).bind(&grant.scope)
-                .execute(&mut *conn).await.unwrap();
-        }
-        drop(conn);
+        store_refresh_tokens(&store, &grant, 60).await;
         for round in 0..6 {
             let hashes: Vec<String> = (round * 10..round * 10 + 10).map(|i| format!("rt-{i}")).collect();
             let reversed: Vec<String> = hashes.iter().rev().cloned().collect();
