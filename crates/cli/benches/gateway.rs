@@ -8,10 +8,17 @@
 //! (f) a bare hyper proxy with no checks at all, served the way ezForge serves (per-core
 //!     threads, a hyper client per thread): what hyper itself costs on this machine.
 //!
+//! A second table splits the CPU of each measured run per request between wrk, HAProxy (the
+//! upstream, and the proxy in (b) and (c)), ezForge and this process (the bare proxy of (f)),
+//! with the machine's idle share (`support/cpu.rs`).
+//!
 //! `bash scripts/bench-gateway.sh` (installs haproxy and wrk from Debian when missing).
 //! BENCH_SECONDS (default 8), BENCH_CONNECTIONS (32), BENCH_ROUNDS (3): every target is measured
 //! once per round, rounds interleaved, and the table shows each column's median — on two cores
 //! shared by wrk, HAProxy and ezForge a single run moves by ±15%.
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -205,6 +212,10 @@ struct Wrk {
     p50_ms: f64,
     p99_ms: f64,
     non2xx: u64,
+    /// Requests wrk completed in the run.
+    requests: usize,
+    /// Where the machine's CPU went over the run; `None` for a warm-up.
+    cpu: Option<cpu::Usage>,
 }
 
 fn parse_ms(s: &str) -> f64 {
@@ -229,6 +240,7 @@ fn wrk(dir: &Path, url: &str, token: &str, seconds: u64, connections: u64) -> Wr
         ),
     )
     .expect("lua");
+    let before = cpu::Snapshot::take();
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -247,10 +259,14 @@ fn wrk(dir: &Path, url: &str, token: &str, seconds: u64, connections: u64) -> Wr
         p50_ms: 0.0,
         p99_ms: 0.0,
         non2xx: 0,
+        requests: 0,
+        cpu: None,
     };
     for line in text.lines() {
         let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = t.split_once(" requests in ") {
+            w.requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
             w.rps = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = t.strip_prefix("50%") {
             w.p50_ms = parse_ms(v);
@@ -260,6 +276,7 @@ fn wrk(dir: &Path, url: &str, token: &str, seconds: u64, connections: u64) -> Wr
             w.non2xx = v.trim().parse().unwrap_or(0);
         }
     }
+    w.cpu = Some(before.usage_since(w.requests));
     w
 }
 
@@ -397,6 +414,8 @@ fn main() {
                 p50_ms: median(runs.iter().map(|w| w.p50_ms).collect()),
                 p99_ms: median(runs.iter().map(|w| w.p99_ms).collect()),
                 non2xx: runs.iter().map(|w| w.non2xx).sum(),
+                requests: runs.iter().map(|w| w.requests).sum(),
+                cpu: None,
             };
             (*name, w)
         })
@@ -424,6 +443,58 @@ fn main() {
     for ((name, _), runs) in targets.iter().zip(&runs) {
         let each: Vec<String> = runs.iter().map(|w| format!("{:.0}", w.rps)).collect();
         println!("  {name}: {}", each.join(", "));
+    }
+    // CPU per request, each column's median over the rounds. The upstream's HAProxy is in
+    // every row: what a proxy costs is its row's total less row (a)'s.
+    let generator = cpu::own_program();
+    let wrk_program = cpu::reaped_by(&generator);
+    let columns: [(&str, &str); 4] = [
+        (wrk_program.as_str(), "wrk"),
+        ("haproxy", "HAProxy"),
+        ("ezforge", "ezForge"),
+        (generator.as_str(), "this process (f)"),
+    ];
+    let named: Vec<&str> = columns.iter().map(|(p, _)| *p).collect();
+    println!();
+    println!(
+        "CPU per request in µs (from /proc; medians of the rounds), and the machine's idle share"
+    );
+    let heads: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
+    println!(
+        "| target | {} | other | total | machine idle |",
+        heads.join(" | ")
+    );
+    println!("|---|{}---|---|---|", "---|".repeat(columns.len()));
+    for ((name, _), runs) in targets.iter().zip(&runs) {
+        let usages: Vec<&cpu::Usage> = runs.iter().filter_map(|w| w.cpu.as_ref()).collect();
+        if usages.is_empty() {
+            continue;
+        }
+        let of = |f: &dyn Fn(&cpu::Usage) -> f64| median(usages.iter().map(|u| f(u)).collect());
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(program, _)| format!("{:.0}", of(&|u| u.of(program))))
+            .collect();
+        let other = of(&|u| u.others(&named));
+        let total = of(&|u| {
+            u.per_request_us
+                .iter()
+                .map(|(_, us)| us)
+                .fold(0.0, |a, b| a + b)
+        });
+        let idle = usages
+            .iter()
+            .filter_map(|u| u.idle_percent)
+            .collect::<Vec<_>>();
+        let idle = if idle.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{:.0}%", median(idle))
+        };
+        println!(
+            "| {name} | {} | {other:.0} | {total:.0} | {idle} |",
+            cells.join(" | ")
+        );
     }
     let (d, e, f) = (rows[3].1.rps, rows[4].1.rps, rows[5].1.rps);
     println!();

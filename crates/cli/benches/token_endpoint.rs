@@ -4,9 +4,16 @@
 //! this machine in the same run with the same load generator. Both servers run as their own
 //! processes (`ezforge serve`, `node`); the load generator is this process. Prints a table.
 //!
+//! A second table splits each timed phase's CPU per request between the server, PostgreSQL and
+//! the load generator, with the machine's idle share: whether a server was bound by the
+//! machine's two cores or by waiting (`support/cpu.rs`).
+//!
 //! `bash scripts/bench-token.sh` (installs the peer with `npm ci`, then runs this).
 //! Environment: BENCH_CODES (default 2000), BENCH_CONCURRENCY (32), BENCH_CHAIN (50 refreshes
 //! per chain, one chain per worker).
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use ezforge_core::oauth::token::s256;
 use ezforge_testkit::{Backend, TestDb};
@@ -473,10 +480,26 @@ fn start_peer() -> Result<Peer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start node: {e}"))?;
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    out.read_line(&mut line).map_err(|e| e.to_string())?;
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    // Its first line says where it listens. Read on a thread of its own, so that a peer that
+    // never gets there (seen once: node alive, silent, idle) fails the run instead of hanging
+    // it.
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = BufReader::new(out);
+        let mut line = String::new();
+        let read = out.read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+        std::io::copy(&mut out, &mut std::io::sink())
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(read) => read.map_err(|e| e.to_string())?,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("oidc-provider did not say where it listens within 30 s".into());
+        }
+    };
     let info: Value = serde_json::from_str(line.trim())
         .map_err(|e| format!("unexpected first line `{line}`: {e}"))?;
     let s = |k: &str| info[k].as_str().unwrap_or_default().to_string();
@@ -512,8 +535,11 @@ async fn peer_codes(http: &reqwest::Client, peer: &Peer, n: usize) -> Vec<String
 
 struct Row {
     target: String,
+    /// The server's program name in `/proc` (`ezforge`, `node`).
+    program: &'static str,
     grant: &'static str,
     outcome: Outcome,
+    cpu: cpu::Usage,
 }
 
 fn rate(o: &Outcome) -> f64 {
@@ -523,6 +549,7 @@ fn rate(o: &Outcome) -> f64 {
 async fn measure(
     http: &reqwest::Client,
     t: &Target,
+    program: &'static str,
     codes: Vec<String>,
     concurrency: usize,
     chain: usize,
@@ -538,10 +565,13 @@ async fn measure(
         t.name,
         codes.len()
     );
+    let before = cpu::Snapshot::take();
     let exchange = exchange_load(t, codes, concurrency).await;
     rows.push(Row {
         target: t.name.clone(),
+        program,
         grant: "authorization_code",
+        cpu: before.usage_since(exchange.ok + exchange.failed),
         outcome: exchange,
     });
     let mut tokens = Vec::new();
@@ -555,10 +585,13 @@ async fn measure(
         t.name,
         tokens.len()
     );
+    let before = cpu::Snapshot::take();
     let refresh = refresh_load(t, tokens, chain).await;
     rows.push(Row {
         target: t.name.clone(),
+        program,
         grant: "refresh_token",
+        cpu: before.usage_since(refresh.ok + refresh.failed),
         outcome: refresh,
     });
 }
@@ -588,12 +621,12 @@ fn main() {
                 println!("baseline {}: {} refusals in {:.2}s = {:.0}/s", ez.target.name, o.failed, o.elapsed.as_secs_f64(), o.failed as f64 / o.elapsed.as_secs_f64());
             }
             let codes = ez.codes(n + concurrency).await;
-            measure(&http, &ez.target, codes, concurrency, chain, &mut rows).await;
+            measure(&http, &ez.target, "ezforge", codes, concurrency, chain, &mut rows).await;
         }
         match start_peer() {
             Ok(peer) => {
                 let codes = peer_codes(&http, &peer, n + concurrency).await;
-                measure(&http, &peer.target, codes, concurrency, chain, &mut rows).await;
+                measure(&http, &peer.target, "node", codes, concurrency, chain, &mut rows).await;
             }
             Err(e) => eprintln!("skipped oidc-provider: {e}"),
         }
@@ -613,6 +646,29 @@ fn main() {
                 r.outcome.elapsed.as_secs_f64(),
                 rate(&r.outcome),
                 ratio
+            );
+        }
+        // Where each phase's CPU went. On two cores the whole machine is 2 s of CPU per
+        // second: a server whose phase left the machine idle was waiting, not computing.
+        let generator = cpu::own_program();
+        println!();
+        println!("CPU per request over each timed phase, in µs (from /proc), and the machine's idle share");
+        println!("| target | grant | server | postgres | load generator | other | machine idle |");
+        println!("|---|---|---|---|---|---|---|");
+        for r in &rows {
+            let c = &r.cpu;
+            let idle = c.idle_percent.map(|i| format!("{i:.0}%")).unwrap_or_else(|| "—".into());
+            let named = [r.program, "postgres", generator.as_str()];
+            let top = c.top_other(&named).map(|p| format!(" (most: {p})")).unwrap_or_default();
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0}{top} | {} |",
+                r.target,
+                r.grant,
+                c.of(r.program),
+                c.of("postgres"),
+                c.of(&generator),
+                c.others(&named),
+                idle
             );
         }
     });
