@@ -3,8 +3,8 @@
 //!
 //! Throughput alone does not say whether a server was bound by the machine or by waiting: on
 //! two cores shared by the load generator, the server and its database, the split of CPU per
-//! request and the idle share do. Linux only; elsewhere (or without `/proc`) nothing is read
-//! and the table says so.
+//! request and the idle share do. Linux only; elsewhere (or without `/proc`) nothing is read:
+//! every figure is 0 and the idle share shows as —.
 //!
 //! Shared by the token endpoint's and the gateway's benchmarks; each uses only a part.
 #![allow(dead_code)]
