@@ -3,7 +3,8 @@
 //! dropped afterwards).
 //!
 //! PostgreSQL is found at `EZFORGE_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached, tests fail if
+//! `postgres://postgres@127.0.0.1:5432/postgres`; options such as `?sslmode=disable` carry over
+//! to the test databases). When it cannot be reached, tests fail if
 //! `CI=true` and are skipped with a loud message otherwise.
 
 use sqlx::Connection;
@@ -83,12 +84,8 @@ impl TestDb {
             .await
             .expect("create test database");
         let _ = conn.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or(admin.clone());
         Some(TestDb {
-            url: format!("{base}/{name}"),
+            url: database_url(&admin, &name),
             backend: Backend::Postgres,
             _dir: None,
             pg_database: Some(name),
@@ -98,6 +95,18 @@ impl TestDb {
     /// The temporary directory holding the SQLite file, for tests that want a data directory.
     pub fn dir(&self) -> Option<&std::path::Path> {
         self._dir.as_ref().map(|d| d.path())
+    }
+}
+
+/// `admin` with its database replaced by `name`: the same server and options (say
+/// `?sslmode=disable`, or `?host=` naming a Unix socket's directory).
+fn database_url(admin: &str, name: &str) -> String {
+    let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
     }
 }
 
@@ -165,4 +174,31 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn a_test_database_keeps_the_servers_address_and_options() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres", "ezf_test_a"),
+            "postgres://postgres@127.0.0.1:5432/ezf_test_a"
+        );
+        assert_eq!(
+            database_url(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+                "ezf_test_a"
+            ),
+            "postgres://postgres@127.0.0.1:5432/ezf_test_a?sslmode=disable"
+        );
+        assert_eq!(
+            database_url(
+                "postgres://postgres@localhost/postgres?host=/var/run/postgresql",
+                "ezf_test_a"
+            ),
+            "postgres://postgres@localhost/ezf_test_a?host=/var/run/postgresql"
+        );
+    }
 }
