@@ -10,7 +10,8 @@
 //!
 //! `bash scripts/bench-token.sh` (installs the peer with `npm ci`, then runs this).
 //! Environment: BENCH_CODES (default 2000), BENCH_CONCURRENCY (32), BENCH_CHAIN (50 refreshes
-//! per chain, one chain per worker).
+//! per chain, one chain per worker), BENCH_TARGETS (which of `sqlite`, `postgres` and
+//! `oidc-provider` to run, comma-separated; all by default).
 
 #[path = "support/cpu.rs"]
 mod cpu;
@@ -596,7 +597,21 @@ async fn measure(
     });
 }
 
+/// Whether BENCH_TARGETS names `target` (or is unset).
+fn wanted(target: &str) -> bool {
+    std::env::var("BENCH_TARGETS").map_or(true, |v| v.split(',').any(|t| t.trim() == target))
+}
+
 fn main() {
+    if let Ok(v) = std::env::var("BENCH_TARGETS")
+        && let Some(t) = v
+            .split(',')
+            .map(str::trim)
+            .find(|t| !["sqlite", "postgres", "oidc-provider"].contains(t))
+    {
+        eprintln!("BENCH_TARGETS: unknown target {t:?} (known: sqlite, postgres, oidc-provider)");
+        std::process::exit(2);
+    }
     let n = env_usize("BENCH_CODES", 2000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 32);
     let chain = env_usize("BENCH_CHAIN", 50);
@@ -609,7 +624,10 @@ fn main() {
     rt.block_on(async {
         let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
         let mut rows = Vec::new();
-        for backend in [Backend::Sqlite, Backend::Postgres] {
+        for (backend, name) in [(Backend::Sqlite, "sqlite"), (Backend::Postgres, "postgres")] {
+            if !wanted(name) {
+                continue;
+            }
             let Some(ez) = start_ezforge(backend).await else {
                 eprintln!("skipped ezForge on {backend:?}: could not start");
                 continue;
@@ -623,12 +641,13 @@ fn main() {
             let codes = ez.codes(n + concurrency).await;
             measure(&http, &ez.target, "ezforge", codes, concurrency, chain, &mut rows).await;
         }
-        match start_peer() {
-            Ok(peer) => {
+        match wanted("oidc-provider").then(start_peer) {
+            None => {}
+            Some(Ok(peer)) => {
                 let codes = peer_codes(&http, &peer, n + concurrency).await;
                 measure(&http, &peer.target, "node", codes, concurrency, chain, &mut rows).await;
             }
-            Err(e) => eprintln!("skipped oidc-provider: {e}"),
+            Some(Err(e)) => eprintln!("skipped oidc-provider: {e}"),
         }
         let peer_rate = |grant: &str| rows.iter().find(|r| r.target == "oidc-provider" && r.grant == grant).map(|r| rate(&r.outcome));
         println!();
