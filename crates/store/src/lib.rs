@@ -6,6 +6,7 @@ mod oauth_rows;
 // Its column lists (`refresh_cols!` …) serve `pg_tokens` too.
 #[macro_use]
 mod oauth_sql;
+mod pg_storage;
 mod pg_tokens;
 mod request_chunks;
 mod rows;
@@ -25,6 +26,8 @@ pub enum OpenError {
     Connect(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot set the token tables' storage parameters: {0}")]
+    Storage(#[source] sqlx::Error),
     #[error("cannot open the token endpoint's connection to the database: {0}")]
     Token(String),
 }

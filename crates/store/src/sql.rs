@@ -108,6 +108,11 @@ impl SqlStore {
             .await
             .map_err(OpenError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        if backend == "postgres" {
+            crate::pg_storage::apply(&pool)
+                .await
+                .map_err(OpenError::Storage)?;
+        }
         let token_db = match is_sqlite && direct_sqlite_allowed(url) {
             true => match sqlite_main_file(&pool).await {
                 Some(path) => Some(Arc::new(
