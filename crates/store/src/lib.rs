@@ -26,8 +26,6 @@ pub enum OpenError {
     Connect(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("cannot set the token tables' storage parameters: {0}")]
-    Storage(#[source] sqlx::Error),
     #[error("cannot open the token endpoint's connection to the database: {0}")]
     Token(String),
 }

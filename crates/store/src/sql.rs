@@ -108,10 +108,12 @@ impl SqlStore {
             .await
             .map_err(OpenError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
-        if backend == "postgres" {
-            crate::pg_storage::apply(&pool)
-                .await
-                .map_err(OpenError::Storage)?;
+        if backend == "postgres"
+            && let Err(e) = crate::pg_storage::apply(&pool).await
+        {
+            // A speed-up, not a need: a role that does not own the tables (migrated by
+            // another) still serves.
+            tracing::warn!(error = %e, "cannot set the token tables' fill factor; spent codes and refresh tokens will be updated out of place");
         }
         let token_db = match is_sqlite && direct_sqlite_allowed(url) {
             true => match sqlite_main_file(&pool).await {
