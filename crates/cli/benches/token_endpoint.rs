@@ -11,7 +11,10 @@
 //! `bash scripts/bench-token.sh` (installs the peer with `npm ci`, then runs this).
 //! Environment: BENCH_CODES (default 2000), BENCH_CONCURRENCY (32), BENCH_CHAIN (50 refreshes
 //! per chain, one chain per worker), BENCH_TARGETS (which of `sqlite`, `postgres` and
-//! `oidc-provider` to run, comma-separated; all by default).
+//! `oidc-provider` to run, comma-separated; all by default), BENCH_ROUNDS (3: every target is
+//! measured once per round, rounds interleaved, and the tables give medians), BENCH_WARMUP
+//! (2000: code exchanges, and as many refreshes, each server serves unmeasured first; 0 for
+//! none).
 
 #[path = "support/cpu.rs"]
 mod cpu;
@@ -547,6 +550,9 @@ fn rate(o: &Outcome) -> f64 {
     o.ok as f64 / o.elapsed.as_secs_f64()
 }
 
+/// Exchanges `codes` (all but the last `concurrency`), then runs `concurrency` refresh chains
+/// of `chain` rotations from the codes kept back; pushes a row for each phase to `rows`, or
+/// measures nothing when `rows` is `None` (a warm-up).
 async fn measure(
     http: &reqwest::Client,
     t: &Target,
@@ -554,27 +560,32 @@ async fn measure(
     codes: Vec<String>,
     concurrency: usize,
     chain: usize,
-    rows: &mut Vec<Row>,
+    rows: Option<&mut Vec<Row>>,
 ) {
+    let doing = if rows.is_some() {
+        "measuring"
+    } else {
+        "warming up"
+    };
     let (seed, codes) = {
         let mut codes = codes;
         let seed: Vec<String> = codes.split_off(codes.len() - concurrency);
         (seed, codes)
     };
     eprintln!(
-        "measuring {}: authorization_code ({} codes)",
+        "{doing} {}: authorization_code ({} codes)",
         t.name,
         codes.len()
     );
     let before = cpu::Snapshot::take();
     let exchange = exchange_load(t, codes, concurrency).await;
-    rows.push(Row {
+    let exchanged = Row {
         target: t.name.clone(),
         program,
         grant: "authorization_code",
         cpu: before.usage_since(exchange.ok + exchange.failed),
         outcome: exchange,
-    });
+    };
     let mut tokens = Vec::new();
     for code in seed {
         if let Some(v) = post(http, &t.token_url, &t.exchange_form(&code)).await {
@@ -582,24 +593,79 @@ async fn measure(
         }
     }
     eprintln!(
-        "measuring {}: refresh_token ({} chains)",
+        "{doing} {}: refresh_token ({} chains)",
         t.name,
         tokens.len()
     );
     let before = cpu::Snapshot::take();
     let refresh = refresh_load(t, tokens, chain).await;
-    rows.push(Row {
+    let refreshed = Row {
         target: t.name.clone(),
         program,
         grant: "refresh_token",
         cpu: before.usage_since(refresh.ok + refresh.failed),
         outcome: refresh,
-    });
+    };
+    if let Some(rows) = rows {
+        rows.extend([exchanged, refreshed]);
+    }
 }
 
 /// Whether BENCH_TARGETS names `target` (or is unset).
 fn wanted(target: &str) -> bool {
     std::env::var("BENCH_TARGETS").map_or(true, |v| v.split(',').any(|t| t.trim() == target))
+}
+
+/// A server being measured: ezForge on one database, or the peer.
+enum Server {
+    Ezforge(Ezforge),
+    Peer(Peer),
+}
+
+impl Server {
+    fn target(&self) -> &Target {
+        match self {
+            Server::Ezforge(ez) => &ez.target,
+            Server::Peer(peer) => &peer.target,
+        }
+    }
+
+    /// The server's program name in `/proc`.
+    fn program(&self) -> &'static str {
+        match self {
+            Server::Ezforge(_) => "ezforge",
+            Server::Peer(_) => "node",
+        }
+    }
+
+    /// `n` fresh codes, obtained before the clock starts.
+    async fn codes(&self, http: &reqwest::Client, n: usize) -> Vec<String> {
+        match self {
+            Server::Ezforge(ez) => ez.codes(n).await,
+            Server::Peer(peer) => peer_codes(http, peer, n).await,
+        }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Each (target, grant) pair's rows, one per round, in the order the pairs were first measured.
+fn by_phase(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut phases: Vec<Vec<&Row>> = Vec::new();
+    for r in rows {
+        match phases
+            .iter_mut()
+            .find(|p| p[0].target == r.target && p[0].grant == r.grant)
+        {
+            Some(p) => p.push(r),
+            None => phases.push(vec![r]),
+        }
+    }
+    phases
 }
 
 fn main() {
@@ -615,6 +681,7 @@ fn main() {
     let n = env_usize("BENCH_CODES", 2000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 32);
     let chain = env_usize("BENCH_CHAIN", 50);
+    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
     // One thread for the whole load generator, as wrk's `-t1`: it leaves the rest of the
     // machine to the server being measured.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -623,7 +690,10 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
-        let mut rows = Vec::new();
+        // Every server is started first and stays up, so that the rounds can be interleaved:
+        // the host's speed drifts by a third and more within minutes, and a drift then lands
+        // on every target instead of on whichever ran during it.
+        let mut servers = Vec::new();
         for (backend, name) in [(Backend::Sqlite, "sqlite"), (Backend::Postgres, "postgres")] {
             if !wanted(name) {
                 continue;
@@ -638,55 +708,94 @@ fn main() {
                 let o = exchange_load(&ez.target, junk, concurrency).await;
                 println!("baseline {}: {} refusals in {:.2}s = {:.0}/s", ez.target.name, o.failed, o.elapsed.as_secs_f64(), o.failed as f64 / o.elapsed.as_secs_f64());
             }
-            let codes = ez.codes(n + concurrency).await;
-            measure(&http, &ez.target, "ezforge", codes, concurrency, chain, &mut rows).await;
+            servers.push(Server::Ezforge(ez));
         }
         match wanted("oidc-provider").then(start_peer) {
             None => {}
-            Some(Ok(peer)) => {
-                let codes = peer_codes(&http, &peer, n + concurrency).await;
-                measure(&http, &peer.target, "node", codes, concurrency, chain, &mut rows).await;
-            }
+            Some(Ok(peer)) => servers.push(Server::Peer(peer)),
             Some(Err(e)) => eprintln!("skipped oidc-provider: {e}"),
         }
-        let peer_rate = |grant: &str| rows.iter().find(|r| r.target == "oidc-provider" && r.grant == grant).map(|r| rate(&r.outcome));
+        // Unmeasured first: oidc-provider runs on V8, whose JIT compiles its hot paths during
+        // the first thousands of requests (its first round measured up to a third slower than
+        // the next ones), and every server's caches start cold.
+        let warm = env_usize("BENCH_WARMUP", 2000);
+        if warm > 0 {
+            for s in &servers {
+                let codes = s.codes(&http, warm + concurrency).await;
+                measure(&http, s.target(), s.program(), codes, concurrency, (warm / concurrency).max(1), None).await;
+            }
+        }
+        let mut rows = Vec::new();
+        for round in 1..=rounds {
+            eprintln!("round {round} of {rounds}");
+            for s in &servers {
+                let codes = s.codes(&http, n + concurrency).await;
+                measure(&http, s.target(), s.program(), codes, concurrency, chain, Some(&mut rows)).await;
+            }
+        }
+        let phases = by_phase(&rows);
+        let rates = |p: &[&Row]| p.iter().map(|r| rate(&r.outcome)).collect::<Vec<_>>();
+        let peer = |grant: &str| {
+            phases
+                .iter()
+                .find(|p| p[0].target == "oidc-provider" && p[0].grant == grant)
+                .map(|p| rates(p))
+        };
         println!();
-        println!("token endpoint throughput ({n} code exchanges; {concurrency} refresh chains × {chain}; {concurrency} concurrent clients)");
-        println!("| target | grant | ok | failed | seconds | requests/s | × oidc-provider |");
-        println!("|---|---|---|---|---|---|---|");
-        for r in &rows {
-            let ratio = peer_rate(r.grant).map(|p| format!("{:.1}×", rate(&r.outcome) / p)).unwrap_or_else(|| "—".into());
+        println!("token endpoint throughput ({n} code exchanges; {concurrency} refresh chains × {chain}; {concurrency} concurrent clients; medians of {rounds} interleaved rounds)");
+        println!("| target | grant | ok | failed | requests/s | × oidc-provider | requests/s in each round | × in each round |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for p in &phases {
+            let mine = rates(p);
+            let theirs = peer(p[0].grant);
+            let ratio = theirs.as_ref().map(|t| format!("{:.1}×", median(&mine) / median(t))).unwrap_or_else(|| "—".into());
+            // Each round against the peer's phase of the same round.
+            let each_ratio = theirs
+                .as_ref()
+                .map(|t| mine.iter().zip(t).map(|(m, t)| format!("{:.1}×", m / t)).collect::<Vec<_>>().join(", "))
+                .unwrap_or_else(|| "—".into());
+            let each: Vec<String> = mine.iter().map(|r| format!("{r:.0}")).collect();
             println!(
-                "| {} | {} | {} | {} | {:.2} | {:.0} | {} |",
-                r.target,
-                r.grant,
-                r.outcome.ok,
-                r.outcome.failed,
-                r.outcome.elapsed.as_secs_f64(),
-                rate(&r.outcome),
-                ratio
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                p[0].target,
+                p[0].grant,
+                p.iter().map(|r| r.outcome.ok).sum::<usize>(),
+                p.iter().map(|r| r.outcome.failed).sum::<usize>(),
+                median(&mine),
+                ratio,
+                each.join(", "),
+                each_ratio
             );
         }
-        // Where each phase's CPU went. On two cores the whole machine is 2 s of CPU per
-        // second: a server whose phase left the machine idle was waiting, not computing.
+        // Where each phase's CPU went, each column's median over the rounds. On two cores the
+        // whole machine is 2 s of CPU per second: a server whose phase left the machine idle
+        // was waiting, not computing.
         let generator = cpu::own_program();
         println!();
-        println!("CPU per request over each timed phase, in µs (from /proc), and the machine's idle share");
+        println!("CPU per request over each timed phase, in µs (from /proc; medians of the rounds), and the machine's idle share");
         println!("| target | grant | server | postgres | load generator | other | machine idle |");
         println!("|---|---|---|---|---|---|---|");
-        for r in &rows {
-            let c = &r.cpu;
-            let idle = c.idle_percent.map(|i| format!("{i:.0}%")).unwrap_or_else(|| "—".into());
-            let named = [r.program, "postgres", generator.as_str()];
-            let top = c.top_other(&named).map(|p| format!(" (most: {p})")).unwrap_or_default();
+        for p in &phases {
+            let named = [p[0].program, "postgres", generator.as_str()];
+            let of = |f: &dyn Fn(&cpu::Usage) -> f64| median(&p.iter().map(|r| f(&r.cpu)).collect::<Vec<_>>());
+            let idle: Vec<f64> = p.iter().filter_map(|r| r.cpu.idle_percent).collect();
+            let idle = if idle.is_empty() { "—".to_string() } else { format!("{:.0}%", median(&idle)) };
+            // The largest other consumer, named from the round whose throughput was the median.
+            let mid = median(&rates(p));
+            let top = p
+                .iter()
+                .find(|r| rate(&r.outcome) == mid)
+                .and_then(|r| r.cpu.top_other(&named))
+                .map(|name| format!(" (most: {name})"))
+                .unwrap_or_default();
             println!(
                 "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0}{top} | {} |",
-                r.target,
-                r.grant,
-                c.of(r.program),
-                c.of("postgres"),
-                c.of(&generator),
-                c.others(&named),
+                p[0].target,
+                p[0].grant,
+                of(&|c| c.of(p[0].program)),
+                of(&|c| c.of("postgres")),
+                of(&|c| c.of(&generator)),
+                of(&|c| c.others(&named)),
                 idle
             );
         }
