@@ -43,6 +43,16 @@ async fn upstream(seen: Seen) -> String {
             }
             Some("tools/list") => {
                 let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{"name": "echo"}, {"name": "rm"}, {"name": "shell"}]}});
+                if msg.pointer("/params/stall") == Some(&json!(true)) {
+                    // JSON of unknown length whose end never comes.
+                    return ([(header::CONTENT_TYPE, "application/json")], stalled())
+                        .into_response();
+                }
+                if msg.pointer("/params/huge") == Some(&json!(true)) {
+                    let pad = "x".repeat(5 * 1024 * 1024);
+                    let huge = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{"name": "echo", "description": pad}]}});
+                    return axum::Json(huge).into_response();
+                }
                 if msg.pointer("/params/sse") == Some(&json!(true)) {
                     let text = format!(": keep-alive\n\nevent: message\ndata: {answer}\n\n");
                     ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
@@ -50,6 +60,15 @@ async fn upstream(seen: Seen) -> String {
                     axum::Json(answer).into_response()
                 }
             }
+            Some("stall") => (
+                // A small answer of known length whose body stops after its first bytes.
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CONTENT_LENGTH, "100"),
+                ],
+                stalled(),
+            )
+                .into_response(),
             Some("slow") => {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 StatusCode::OK.into_response()
@@ -77,6 +96,18 @@ async fn upstream(seen: Seen) -> String {
         .with_state(seen);
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
+}
+
+/// A body that sends its first bytes and then nothing for 30 s.
+fn stalled() -> axum::body::Body {
+    let first = futures::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"jsonrpc\": \"2.0\", "))
+    });
+    let never = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        Ok::<_, std::io::Error>(axum::body::Bytes::new())
+    });
+    axum::body::Body::from_stream(futures::StreamExt::chain(first, never))
 }
 
 async fn token(
@@ -250,6 +281,29 @@ ezforge_testkit::backend_tests! {
         let (status, _, body) = rpc(&resource, &exec, call("slow", json!({}))).await;
         assert_eq!(status, 504, "{body}");
         assert!(body.contains("did not answer in time"));
+    }
+
+    /// An upstream that sends its answer's head in time and then stalls its body gets the
+    /// client a 504 at the deployment's timeout, where the gateway reads the answer whole (a
+    /// small JSON answer of known length, a `tools/list` answer it filters); a `tools/list`
+    /// answer larger than the gateway filters is refused, not passed on unfiltered.
+    async fn answers_read_whole_keep_the_deployments_timeout(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_deployed_mcp_server(upstream(Seen::default()).await, 500).await;
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        for (method, params) in [("stall", json!({})), ("tools/list", json!({"stall": true}))] {
+            let started = std::time::Instant::now();
+            let (status, _, body) = rpc(&resource, &exec, call(method, params)).await;
+            assert_eq!(status, 504, "{method}: {body}");
+            assert!(body.contains("did not answer in time"), "{body}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{method} waited for the upstream");
+        }
+        let (status, _, body) = rpc(&resource, &exec, call("tools/list", json!({"huge": true}))).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("larger than the gateway filters"), "{body}");
+        // The upstream still answers what it answers in time.
+        let (status, _, body) = rpc(&resource, &exec, call("tools/list", json!({}))).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// A client that trickles its headers (slowloris), sends nothing, or stalls inside HTTP/2's

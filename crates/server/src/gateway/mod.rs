@@ -133,7 +133,7 @@ async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Rou
 /// Answers up to this size with a `Content-Length` are read whole before being sent on.
 const SMALL_ANSWER: u64 = 64 * 1024;
 
-/// Largest MCP request body the gateway accepts.
+/// Largest MCP request body the gateway accepts, and largest `tools/list` answer it filters.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
@@ -759,16 +759,12 @@ async fn forward(
             );
         }
     };
-    let timeout = Duration::from_millis(deployment.timeout_ms.max(100) as u64);
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
-        Err(_) => {
-            return rpc_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                Value::Null,
-                -32603,
-                "the upstream MCP server did not answer in time",
-            );
-        }
+    // The deployment's timeout covers the answer's head and every answer read whole below; a
+    // body passed through as it arrives (SSE, large answers) is the client's to wait for.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(deployment.timeout_ms.max(100) as u64);
+    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+        Err(_) => return too_late(),
         Ok(Err(e)) => {
             tracing::warn!(deployment_id = %deployment.id, error = %upstream::root_cause(&e), "upstream unreachable");
             return rpc_error(
@@ -796,8 +792,9 @@ async fn forward(
     let body = match filter {
         // A JSON answer to tools/list is small: read it whole, filter, send.
         Some(filter) if !is_sse && parts.status.is_success() => {
-            let Ok(bytes) = whole(incoming).await else {
-                return broke_off();
+            let bytes = match whole(incoming, deadline).await {
+                Ok(bytes) => bytes,
+                Err(cut) => return cut.response(),
             };
             match serde_json::from_slice::<Value>(&bytes)
                 .ok()
@@ -810,10 +807,12 @@ async fn forward(
         Some(filter) if is_sse => filter.sse(Body::new(incoming).into_data_stream()),
         // A small JSON answer of known length: read whole, so it goes out as one body of known
         // size (no stream to poll, and the request log knows its size at once).
-        _ if !is_sse && length.is_some_and(|n| n <= SMALL_ANSWER) => match whole(incoming).await {
-            Ok(bytes) => Body::from(bytes),
-            Err(_) => return broke_off(),
-        },
+        _ if !is_sse && length.is_some_and(|n| n <= SMALL_ANSWER) => {
+            match whole(incoming, deadline).await {
+                Ok(bytes) => Body::from(bytes),
+                Err(cut) => return cut.response(),
+            }
+        }
         // Passed through as it arrives: SSE events reach the client without buffering.
         _ => Body::new(incoming),
     };
@@ -823,16 +822,54 @@ async fn forward(
     resp
 }
 
-async fn whole(body: hyper::body::Incoming) -> Result<Bytes, hyper::Error> {
-    Ok(http_body_util::BodyExt::collect(body).await?.to_bytes())
+/// Why an upstream answer could not be read whole.
+enum Cut {
+    /// Not all there by the deployment's deadline.
+    Late,
+    /// Larger than `MAX_BODY` (only a `tools/list` answer, which is filtered, can get here).
+    TooLarge,
+    BrokeOff,
 }
 
-fn broke_off() -> Response {
+impl Cut {
+    fn response(self) -> Response {
+        match self {
+            Cut::Late => too_late(),
+            Cut::TooLarge => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the upstream's tools/list answer is larger than the gateway filters (4 MiB)",
+            ),
+            Cut::BrokeOff => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                -32603,
+                "the upstream answer broke off",
+            ),
+        }
+    }
+}
+
+/// Reads an answer whole, by `deadline` and up to `MAX_BODY`: an upstream that sends its
+/// head and then stalls, or streams without end, must not hold the client (or the gateway's
+/// memory) past its deployment's timeout.
+async fn whole(body: hyper::body::Incoming, deadline: tokio::time::Instant) -> Result<Bytes, Cut> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout_at(deadline, http_body_util::BodyExt::collect(limited)).await {
+        Err(_) => Err(Cut::Late),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Cut::TooLarge),
+        Ok(Err(_)) => Err(Cut::BrokeOff),
+    }
+}
+
+fn too_late() -> Response {
     rpc_error(
-        StatusCode::BAD_GATEWAY,
+        StatusCode::GATEWAY_TIMEOUT,
         Value::Null,
         -32603,
-        "the upstream answer broke off",
+        "the upstream MCP server did not answer in time",
     )
 }
 
