@@ -131,6 +131,14 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     ) -> StoreResult<Option<ClientRow>>;
     /// Marks the client used: it no longer expires.
     async fn touch_client(&self, client_id: &str, now: i64) -> StoreResult<()>;
+    /// Moves an unused client's expiry to `expires_at`; false if the client is gone, used (it
+    /// no longer expires) or already expired at `now`.
+    async fn extend_unused_client(
+        &self,
+        client_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
     async fn clients_of_project(&self, project_id: &str) -> StoreResult<Vec<ClientRow>>;
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
     async fn purge_expired_clients(&self, now: i64) -> StoreResult<u64>;

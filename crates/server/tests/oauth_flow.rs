@@ -510,6 +510,34 @@ ezforge_testkit::backend_tests! {
         assert!(resp.headers().get("retry-after").is_some());
     }
 
+    /// A dynamic registration nobody uses expires after a day (`unused_client_ttl_secs`);
+    /// registering the same metadata again gives that client the full time again, so that it
+    /// cannot expire in the middle of the flow it was registered for.
+    async fn unused_registrations_expire_unless_registered_again(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let body = |name: &str| json!({"client_name": name, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+        let id = |v: &Value| v["client_id"].as_str().unwrap().to_string();
+        let (_, kept) = t.register_client(body("Kept")).await;
+        let (_, lapsed) = t.register_client(body("Lapsed")).await;
+        t.clock.advance(23 * 3600);
+        let (_, again) = t.register_client(body("Kept")).await;
+        assert_eq!(id(&again), id(&kept), "identical metadata, same client");
+        // A day and an hour after both were registered, the one registered again lives on...
+        t.clock.advance(2 * 3600);
+        let owner = t.client().login("owner@example.com", PASSWORD).await.unwrap();
+        let url = t.authorize_url(&id(&kept), &resource, "mcp:read", &[]);
+        assert_eq!(t.get_authorize(&owner, &url).await.status(), 200);
+        // ...and the other is gone: its id is unknown, and its metadata makes a new client.
+        let url = t.authorize_url(&id(&lapsed), &resource, "mcp:read", &[]);
+        let resp = t.get_authorize(&owner, &url).await;
+        assert_eq!(resp.status(), 400);
+        assert!(resp.text().await.unwrap().contains("unknown client_id"));
+        let (status, fresh) = t.register_client(body("Lapsed")).await;
+        assert_eq!(status, 201);
+        assert_ne!(id(&fresh), id(&lapsed));
+    }
+
     async fn confidential_clients_introspect_and_revoke(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;

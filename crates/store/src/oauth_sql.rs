@@ -137,6 +137,24 @@ pub(crate) async fn dynamic_client_by_metadata(
     r.map(|r| rows::client(&r).map_err(backend)).transpose()
 }
 
+pub(crate) async fn extend_unused_client(
+    pool: &AnyPool,
+    id: &str,
+    expires_at: i64,
+    now: i64,
+) -> StoreResult<bool> {
+    let r = sqlx::query(
+        "UPDATE oauth_clients SET expires_at = $1 WHERE client_id = $2 AND expires_at IS NOT NULL AND expires_at > $3",
+    )
+    .bind(expires_at)
+    .bind(id)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub(crate) async fn touch_client(pool: &AnyPool, id: &str, now: i64) -> StoreResult<()> {
     sqlx::query(
         "UPDATE oauth_clients SET last_used_at = $1, expires_at = NULL WHERE client_id = $2",

@@ -702,6 +702,15 @@ impl Store for SqlStore {
         crate::oauth_sql::touch_client(&self.pool, client_id, now).await
     }
 
+    async fn extend_unused_client(
+        &self,
+        client_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        crate::oauth_sql::extend_unused_client(&self.pool, client_id, expires_at, now).await
+    }
+
     async fn clients_of_project(&self, project_id: &str) -> StoreResult<Vec<ClientRow>> {
         crate::oauth_sql::clients_of_project(&self.pool, project_id).await
     }

@@ -202,18 +202,36 @@ impl OAuth {
             .as_str()
             .unwrap_or("none")
             .to_string();
+        let expires_at = now + self.settings.unused_client_ttl_secs;
         if method == "none"
             && let Some(existing) = self.store.dynamic_client_by_metadata(&hash, now).await?
         {
-            return Ok(Registered {
-                client: existing,
-                secret: None,
-            });
+            // Registering again is a sign of life: an unused registration gets the full time
+            // again, so that a client does not get one that expires in the middle of its flow.
+            let client = match existing.expires_at {
+                None => Some(existing),
+                Some(_) => self
+                    .store
+                    .extend_unused_client(&existing.client_id, expires_at, now)
+                    .await?
+                    .then(|| ClientRow {
+                        expires_at: Some(expires_at),
+                        ..existing
+                    }),
+            };
+            // (Gone or expired between the read and the update: registered anew below.)
+            if let Some(client) = client {
+                self.client_cache.invalidate(&client.client_id);
+                return Ok(Registered {
+                    client,
+                    secret: None,
+                });
+            }
         }
         let (secret, secret_hash) = new_secret(&method);
         let client = ClientRow {
             secret_hash,
-            expires_at: Some(now + self.settings.unused_client_ttl_secs),
+            expires_at: Some(expires_at),
             ..client_row(
                 ids::new_id("mcp"),
                 ClientKind::Dynamic,
