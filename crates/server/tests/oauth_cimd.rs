@@ -98,6 +98,39 @@ async fn a_document_client_completes_the_flow() {
         let body = resp.text().await.unwrap();
         assert!(body.contains(why), "{path}: {body}");
     }
+
+    // The server's grants name the client from this node's copy of its document...
+    let grants = |t: &TestServer| {
+        let admin = t.as_session(&owner);
+        async move {
+            admin
+                .list_grants("demo-project", "demo")
+                .await
+                .unwrap()
+                .grants
+        }
+    };
+    let listed = grants(&t).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].client_name.as_deref(), Some("Document Client"));
+    // ...and a listing never fetches a document: after a restart (no copy, and documents on
+    // loopback refused again, as by default) it still answers, with the client's URL alone.
+    let t = t.restart().await;
+    let listed = grants(&t).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].client_id, client_id);
+    assert_eq!(listed[0].client_name, None);
+    let resp = t
+        .get_authorize(
+            &owner,
+            &t.authorize_url(&client_id, &resource, "mcp:read", &[]),
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        400,
+        "the document is refused after the restart"
+    );
 }
 
 /// By default a client_id URL that points at a private, loopback or link-local address is

@@ -83,6 +83,14 @@ pub fn parse_client_id_url(client_id: &str, allow_http: bool) -> Result<url::Url
 
 impl OAuth {
     /// The client described by the document at `client_id`, fetched or from the cache.
+    /// The name in this node's copy of a client's document, if it holds one; fetches nothing.
+    pub(super) fn cached_document_name(&self, client_id: &str) -> Option<String> {
+        match self.cimd.as_ref()?.entries.get(client_id) {
+            Some(Ok(client)) => client.client_name.clone(),
+            _ => None,
+        }
+    }
+
     pub(super) async fn document_client(
         &self,
         client_id: &str,

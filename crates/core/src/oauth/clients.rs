@@ -297,6 +297,16 @@ impl OAuth {
         Ok(Some((*client).clone()).filter(|c| c.expires_at.is_none_or(|e| e > now)))
     }
 
+    /// A client's name for a listing of grants, fetching nothing: a Client ID Metadata
+    /// Document's name if this node holds the document, a stored client's name, else none. A
+    /// listing must neither wait on other people's servers nor fail with them.
+    pub async fn known_client_name(&self, client_id: &str) -> Result<Option<String>, OAuthError> {
+        if super::cimd::is_document_url(client_id) {
+            return Ok(self.cached_document_name(client_id));
+        }
+        Ok(self.client(client_id).await?.and_then(|c| c.client_name))
+    }
+
     /// Authenticates the caller of the token, revocation or introspection endpoint.
     pub async fn authenticate_client(
         &self,

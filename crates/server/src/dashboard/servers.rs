@@ -36,11 +36,10 @@ pub async fn server(
     for g in grants {
         let client = state
             .oauth
-            .client(&g.client_id)
+            .known_client_name(&g.client_id)
             .await
             .ok()
             .flatten()
-            .and_then(|c| c.client_name)
             .unwrap_or_else(|| g.client_id.clone());
         grant_items.push(views::GrantItem {
             status: if g.revoked_at.is_some() {

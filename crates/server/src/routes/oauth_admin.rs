@@ -163,12 +163,16 @@ pub async fn list_grants(
         .get_server(&caller.principal, &project, &server)
         .await?;
     let mut out = Vec::new();
+    let mut names = std::collections::HashMap::new();
     for g in state.oauth.grants_of_server(&server.id).await? {
-        let name = state
-            .oauth
-            .client(&g.client_id)
-            .await?
-            .and_then(|c| c.client_name);
+        let name = match names.get(&g.client_id) {
+            Some(name) => Option::clone(name),
+            None => {
+                let name = state.oauth.known_client_name(&g.client_id).await?;
+                names.insert(g.client_id.clone(), name.clone());
+                name
+            }
+        };
         out.push(grant_api(g, name));
     }
     Ok(Json(GrantList { grants: out }))
