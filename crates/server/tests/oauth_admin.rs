@@ -46,7 +46,7 @@ ezforge_testkit::backend_tests! {
         assert!(!serde_json::to_string(&listed).unwrap().contains(&secret));
 
         let code = t.code_for(&owner, &id, &resource, "mcp:read offline_access").await;
-        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("client_id", &id), ("client_secret", &secret)]).await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("redirect_uri", REDIRECT), ("client_id", &id), ("client_secret", &secret)]).await;
         assert_eq!(status, 200, "{body}");
         assert!(body["refresh_token"].is_string());
 

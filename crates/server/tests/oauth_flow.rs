@@ -208,7 +208,7 @@ ezforge_testkit::backend_tests! {
         }
         // A wrong verifier, and no verifier, are refused at the token endpoint.
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
-        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("code_verifier", &"x".repeat(50))]).await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("redirect_uri", REDIRECT), ("code_verifier", &"x".repeat(50))]).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
         let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id)]).await;
@@ -275,9 +275,46 @@ ezforge_testkit::backend_tests! {
         let (status, body) = t.exchange(other["client_id"].as_str().unwrap(), &code).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
         // Neither another client nor a wrong verifier burns the code for its rightful owner.
-        let (status, _) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("code_verifier", &"y".repeat(50))]).await;
+        let (status, _) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("redirect_uri", REDIRECT), ("code_verifier", &"y".repeat(50))]).await;
         assert_eq!(status, 400);
         let (status, body) = t.exchange(&client_id, &code).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The exchange repeats the authorization request (RFC 6749 §4.1.3): without its
+    /// redirect_uri it is refused and the code stays usable; with another redirect_uri, or a
+    /// resource other than the one authorized, the code is refused.
+    async fn the_exchange_repeats_the_authorization_request(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let resource_b = t.with_other_server(&owner).await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let base = [("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("client_id", client_id.as_str())];
+        let (status, body) = t.token(&base).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+        assert!(body["error_description"].as_str().unwrap().contains("redirect_uri"));
+        let (status, body) = t.token(&[&base[..], &[("redirect_uri", "")]].concat()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+        let (status, body) = t.exchange(&client_id, &code).await;
+        assert_eq!(status, 200, "the code was not spent by the refusals: {body}");
+
+        for (extra, error) in [
+            (("redirect_uri", "http://127.0.0.1:9/other"), "invalid_grant"),
+            (("resource", resource_b.as_str()), "invalid_target"),
+        ] {
+            let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+            let mut form = vec![("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("client_id", client_id.as_str())];
+            if extra.0 != "redirect_uri" {
+                form.push(("redirect_uri", REDIRECT));
+            }
+            form.push(extra);
+            let (status, body) = t.token(&form).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some(error)), "{extra:?}: {body}");
+        }
+        // The resource it was authorized for may be named again (RFC 8707 makes it optional).
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("client_id", &client_id), ("redirect_uri", REDIRECT), ("resource", &resource)]).await;
         assert_eq!(status, 200, "{body}");
     }
 

@@ -135,6 +135,14 @@ impl OAuth {
                 "code_verifier is not a valid PKCE verifier".into(),
             ));
         }
+        // `/authorize` takes no request without a redirect_uri, so the exchange must repeat it
+        // (RFC 6749 §4.1.3, OAuth 2.1 §4.1.3). Refused before the code is read: it stays
+        // usable for a corrected request.
+        if p.redirect_uri.as_deref().is_none_or(str::is_empty) {
+            return Err(OAuthError::InvalidRequest(
+                "redirect_uri is required: repeat the one sent to /authorize".into(),
+            ));
+        }
         // Made now, stored only if the exchange issues one.
         let refresh_token = format!("ezf_rt_{}", secret::random_token());
         let refresh_hash = secret::hash(&refresh_token);
