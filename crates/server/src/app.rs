@@ -308,7 +308,10 @@ pub fn front(inner: Router, state: AppState) -> crate::listener::App {
                         "/" | "/mcp" => {
                             return gateway_answer(&state, slug, req).await;
                         }
-                        "/.well-known/oauth-protected-resource" => {
+                        // The host-root form, and the path-inserted form for `/mcp` (which this
+                        // host also serves the server at; RFC 9728 §3.1).
+                        "/.well-known/oauth-protected-resource"
+                        | "/.well-known/oauth-protected-resource/mcp" => {
                             Some(format!("/.well-known/oauth-protected-resource/mcp/{slug}"))
                         }
                         _ => None,

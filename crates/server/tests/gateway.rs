@@ -402,16 +402,29 @@ async fn host_based_routing() {
         .await
         .unwrap();
     let resource = "http://demo.mcp.test";
-    let prm: Value = http()
-        .get(format!("{}/.well-known/oauth-protected-resource", t.url))
-        .header("host", "demo.mcp.test")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(prm["resource"], resource);
+    // The documentation's document, byte for byte: its fields, in its order; at the host root
+    // and at the path-inserted URI of `/mcp`, where this host serves the server too.
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let resp = http()
+            .get(format!("{}{path}", t.url))
+            .header("host", "demo.mcp.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(
+            resp.text().await.unwrap(),
+            format!(
+                r#"{{"resource":"{resource}","authorization_servers":["{}"],"scopes_supported":["mcp:read","mcp:write","mcp:execute","offline_access"],"bearer_methods_supported":["header"]}}"#,
+                t.url
+            ),
+            "{path}"
+        );
+    }
     let resp = http()
         .post(format!("{}/", t.url))
         .header("host", "Demo.MCP.test")

@@ -30,17 +30,15 @@ ezforge_testkit::backend_tests! {
             assert_eq!(m["scopes_supported"], json!(["mcp:read", "mcp:write", "mcp:execute", "offline_access"]));
             assert_eq!(m["token_endpoint_auth_methods_supported"], json!(["none", "client_secret_basic", "client_secret_post"]));
             assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+            assert_eq!(m["client_id_metadata_document_supported"], true, "{path}");
+            assert_eq!(m["grant_types_supported"], json!(["authorization_code", "refresh_token"]), "{path}");
             for ep in ["authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint", "introspection_endpoint", "jwks_uri"] {
                 assert!(m[ep].as_str().unwrap().starts_with(&t.url), "{ep}");
             }
         }
-        let prm: Value = http().get(format!("{}/.well-known/oauth-protected-resource/mcp/demo", t.url)).send().await.unwrap().json().await.unwrap();
-        assert_eq!(prm, json!({
-            "resource": resource,
-            "authorization_servers": [t.url],
-            "scopes_supported": ["mcp:read", "mcp:write", "mcp:execute", "offline_access"],
-            "bearer_methods_supported": ["header"],
-        }));
+        // Byte for byte: the documentation's fields in its order.
+        let prm = http().get(format!("{}/.well-known/oauth-protected-resource/mcp/demo", t.url)).send().await.unwrap().text().await.unwrap();
+        assert_eq!(prm, format!(r#"{{"resource":"{resource}","authorization_servers":["{}"],"scopes_supported":["mcp:read","mcp:write","mcp:execute","offline_access"],"bearer_methods_supported":["header"]}}"#, t.url));
         let missing = http().get(format!("{}/.well-known/oauth-protected-resource/mcp/nope", t.url)).send().await.unwrap();
         assert_eq!(missing.status(), 404);
         let jwks: Value = http().get(format!("{}/jwks.json", t.url)).send().await.unwrap().json().await.unwrap();

@@ -35,11 +35,21 @@ pub async fn authorization_server(State(state): State<AppState>) -> Json<Value> 
     }))
 }
 
-/// The protected-resource metadata of a server, with exactly the documentation's fields.
+/// RFC 9728 metadata with exactly the documentation's fields, in the documentation's order (a
+/// struct, where a JSON map would sort its keys).
+#[derive(serde::Serialize)]
+struct ProtectedResource {
+    resource: String,
+    authorization_servers: [String; 1],
+    scopes_supported: [&'static str; 4],
+    bearer_methods_supported: [&'static str; 1],
+}
+
+/// The protected-resource metadata of a server.
 pub async fn protected_resource(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let server = state
         .core
         .store()
@@ -54,12 +64,13 @@ pub async fn protected_resource(
         Some(byoa) => byoa.issuer.clone(),
         None => state.oauth.issuer().to_string(),
     };
-    Ok(Json(json!({
-        "resource": state.oauth.resource_uri(&slug),
-        "authorization_servers": [issuer],
-        "scopes_supported": scope::ALL,
-        "bearer_methods_supported": ["header"],
-    })))
+    Ok(Json(ProtectedResource {
+        resource: state.oauth.resource_uri(&slug),
+        authorization_servers: [issuer],
+        scopes_supported: scope::ALL,
+        bearer_methods_supported: ["header"],
+    })
+    .into_response())
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
