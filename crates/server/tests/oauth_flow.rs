@@ -550,7 +550,7 @@ ezforge_testkit::backend_tests! {
     /// cannot expire in the middle of the flow it was registered for.
     async fn unused_registrations_expire_unless_registered_again(db) {
         let t = TestServer::start(db).await;
-        let (owner, resource) = t.with_mcp_server().await;
+        let (_, resource) = t.with_mcp_server().await;
         let body = |name: &str| json!({"client_name": name, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
         let id = |v: &Value| v["client_id"].as_str().unwrap().to_string();
         let (_, kept) = t.register_client(body("Kept")).await;

@@ -214,7 +214,7 @@ impl OAuth {
                     .store
                     .extend_unused_client(&existing.client_id, expires_at, now)
                     .await?
-                    .then(|| ClientRow {
+                    .then_some(ClientRow {
                         expires_at: Some(expires_at),
                         ..existing
                     }),
