@@ -194,6 +194,32 @@ ezforge_testkit::backend_tests! {
         assert_eq!(identity_claims["upstream"], up);
         assert!(t.server.oauth.verify_identity_token(identity, &resource).is_ok());
 
+        // Hop-by-hop headers, the client's cookies and proxy credentials, and headers that would
+        // forge the caller's identity stay with the gateway.
+        seen.0.lock().unwrap().clear();
+        let resp = http()
+            .post(&resource)
+            .bearer_auth(&write)
+            .header("accept", "application/json, text/event-stream")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "for the next hop only")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("proxy-authorization", "Basic cHJveHk6c2VjcmV0")
+            .header("cookie", "ezf_session=not-for-upstreams")
+            .header("x-ezforge-subject", "someone-else")
+            .json(&call("ping", json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let got = seen.0.lock().unwrap()[0].clone();
+        for name in ["x-hop", "keep-alive", "te", "proxy-authorization", "cookie", "authorization"] {
+            assert!(got.get(name).is_none(), "{name} reached the upstream");
+        }
+        assert_ne!(got.get("connection").map(|v| v.to_str().unwrap()), Some("keep-alive, x-hop"));
+        assert_eq!(got["x-ezforge-subject"], owner.info.user.id.as_str(), "not the client's forgery");
+
         // SSE answers stream through.
         let (status, h, body) = rpc(&resource, &write, call("tools/call", json!({"name": "echo"}))).await;
         assert_eq!(status, 200);
@@ -234,6 +260,36 @@ ezforge_testkit::backend_tests! {
         assert_eq!(names(&body), ["echo"]);
         let (_, _, body) = rpc(&resource, &read, call("tools/list", json!({}))).await;
         assert!(names(&body).is_empty(), "a read-only token may call no tool");
+
+        // An allow list: only the tools it names pass, less the denied ones, and tools/list
+        // shows only those.
+        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec!["echo".into(), "rm".into()], deny: vec!["rm".into()], execute: vec![] }), ..Default::default() };
+        admin.update_server_by_slug("demo", &policy).await.unwrap();
+        assert_eq!(rpc(&resource, &write, call("tools/call", json!({"name": "echo"}))).await.0, 200);
+        for tool in ["shell", "rm"] {
+            let (status, _, body) = rpc(&resource, &write, call("tools/call", json!({"name": tool}))).await;
+            assert_eq!(status, 403, "{tool}");
+            assert!(body.contains("not allowed"), "{tool}: {body}");
+        }
+        let (_, _, body) = rpc(&resource, &write, call("tools/list", json!({}))).await;
+        assert_eq!(names(&body), ["echo"]);
+        let (_, _, body) = rpc(&resource, &write, call("tools/list", json!({"sse": true}))).await;
+        assert_eq!(names(&body), ["echo"]);
+        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() };
+        admin.update_server_by_slug("demo", &policy).await.unwrap();
+
+        // A body over the gateway's limit (4 MiB): 413 with a JSON-RPC error, nothing forwarded.
+        let big = call("tools/call", json!({"name": "echo", "arguments": {"text": "x".repeat(4 * 1024 * 1024)}}));
+        let (status, _, body) = rpc(&resource, &write, big).await;
+        assert_eq!(status, 413, "{body}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((err["jsonrpc"].as_str(), err["error"]["code"].as_i64()), (Some("2.0"), Some(-32600)), "{body}");
+        // An unknown server: 404 with the API's JSON error.
+        let resp = http().post(format!("{}/mcp/no-such-server", t.url)).bearer_auth(&write).json(&call("ping", json!({}))).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "not_found", "{err}");
+        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{err}");
 
         // Not a JSON-RPC body; a token in the query string.
         let resp = http().post(&resource).bearer_auth(&write).body("{nope").send().await.unwrap();
