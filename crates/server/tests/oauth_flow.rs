@@ -545,6 +545,46 @@ ezforge_testkit::backend_tests! {
         assert!(resp.headers().get("retry-after").is_some());
     }
 
+    /// The token endpoint and the sign-in page are rate-limited too: 429 with Retry-After, as an
+    /// OAuth error (`temporarily_unavailable`) and as the sign-in page with its message.
+    async fn the_token_endpoint_and_the_sign_in_page_are_rate_limited(db) {
+        let t = TestServer::start_with(db, |c| {
+            c.oauth.token_per_window = 3;
+            c.core.login_failures_per_account = 2;
+        })
+        .await;
+        let (_, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        for _ in 0..3 {
+            let (status, body) = t.refresh(&client_id, "ezf_rt_unknown").await;
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        }
+        let resp = http().post(format!("{}/token", t.url)).form(&[("grant_type", "refresh_token"), ("refresh_token", "ezf_rt_unknown"), ("client_id", client_id.as_str())]).send().await.unwrap();
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+
+        // The sign-in page, after two wrong passwords for the account.
+        let url = t.authorize_url(&client_id, &resource, "mcp:read", &[]);
+        let login = http().get(&url).send().await.unwrap().headers()[LOCATION].to_str().unwrap().to_string();
+        let page = http().get(format!("{}{login}", t.url)).send().await.unwrap();
+        let csrf_cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+        let html = page.text().await.unwrap();
+        let sign_in = |password: &'static str| {
+            let form = [("email", "owner@example.com".to_string()), ("password", password.to_string()), ("next", hidden(&html, "next")), ("csrf", hidden(&html, "csrf"))];
+            http().post(format!("{}/login", t.url)).header(COOKIE, &csrf_cookie).form(&form).send()
+        };
+        for _ in 0..2 {
+            assert_eq!(sign_in("wrong password!").await.unwrap().status(), 401);
+        }
+        let resp = sign_in(PASSWORD).await.unwrap();
+        assert_eq!(resp.status(), 429, "locked, even with the right password");
+        assert!(resp.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+        assert!(resp.text().await.unwrap().contains("Too many attempts"));
+    }
+
     /// A dynamic registration nobody uses expires after a day (`unused_client_ttl_secs`);
     /// registering the same metadata again gives that client the full time again, so that it
     /// cannot expire in the middle of the flow it was registered for.
