@@ -108,6 +108,7 @@ async fn ezforge_token(http: &reqwest::Client, url: &str, upstream: &str) -> Str
                 name: "Bench".into(),
                 slug: "bench".into(),
                 environment: None,
+                ..Default::default()
             },
         )
         .await

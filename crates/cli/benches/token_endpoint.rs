@@ -293,6 +293,7 @@ async fn start_ezforge(backend: Backend) -> Option<Ezforge> {
                 name: "Bench".into(),
                 slug: "bench".into(),
                 environment: None,
+                ..Default::default()
             },
         )
         .await

@@ -175,6 +175,8 @@ pub enum ServerCommand {
         /// `live` or `test` [default: live, or the API key's environment].
         #[arg(long = "env", value_name = "ENV")]
         environment: Option<String>,
+        #[command(flatten)]
+        settings: Box<ServerSettingsArgs>,
     },
     /// List servers (all your projects', or one project's).
     List {
@@ -207,6 +209,13 @@ pub struct ServerUpdate {
     pub server: String,
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub settings: ServerSettingsArgs,
+}
+
+/// A server's settings, as `servers create` and `servers update` take them.
+#[derive(Args, Debug)]
+pub struct ServerSettingsArgs {
     /// `ezforge_managed` (ezForge is the authorization server) or `byoa` (your own).
     #[arg(long, value_name = "MODE")]
     pub auth_mode: Option<String>,

@@ -511,6 +511,72 @@ async fn servers_commands_and_the_docs_byoa_command() {
         &ez(c, &s.url, &["servers", "get", "my-server"], None, &[]),
         5,
     );
+
+    // `servers create` takes the same settings as `update`: a BYOA server with an allowlist and
+    // a tool policy in one command.
+    let created = ok(&ez(
+        c,
+        &s.url,
+        &[
+            "servers",
+            "create",
+            "byoa-one",
+            "--project",
+            "my-first-project",
+            "--auth-mode",
+            "byoa",
+            "--byoa-issuer",
+            "https://auth.example.com",
+            "--byoa-jwks-uri",
+            "https://auth.example.com/.well-known/jwks.json",
+            "--byoa-authorization-endpoint",
+            "https://auth.example.com/oauth/authorize",
+            "--byoa-token-endpoint",
+            "https://auth.example.com/oauth/token",
+            "--access-policy",
+            "allowlist",
+            "--allow",
+            "@example.com",
+            "--tool-deny",
+            "rm",
+            "--json",
+        ],
+        None,
+        &[],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["auth_mode"], "byoa");
+    assert_eq!(created["byoa"]["issuer"], "https://auth.example.com");
+    assert_eq!(created["access_policy"], "allowlist");
+    assert_eq!(
+        created["access_allowlist"],
+        serde_json::json!(["@example.com"])
+    );
+    assert_eq!(created["tool_policy"]["deny"], serde_json::json!(["rm"]));
+    // A setting that does not validate creates nothing.
+    let err = fails(
+        &ez(
+            c,
+            &s.url,
+            &[
+                "servers",
+                "create",
+                "half-byoa",
+                "--project",
+                "my-first-project",
+                "--auth-mode",
+                "byoa",
+            ],
+            None,
+            &[],
+        ),
+        2,
+    );
+    assert!(err.contains("byoa"), "{err}");
+    fails(
+        &ez(c, &s.url, &["servers", "get", "half-byoa"], None, &[]),
+        5,
+    );
 }
 
 /// `deploy` (refused when the upstream is down, unless forced), `deployments list`, `rollback`.

@@ -378,6 +378,7 @@ impl Ezforge {
                     name: "Demo".into(),
                     slug: "demo".into(),
                     environment: None,
+                    ..Default::default()
                 },
             )
             .await

@@ -206,7 +206,7 @@ pub struct ApiKeyList {
 
 // ---- servers ----
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreateServerRequest {
     pub name: String,
     /// DNS label: lowercase letters, digits and hyphens, 1–63 characters; unique on the instance.
@@ -214,6 +214,48 @@ pub struct CreateServerRequest {
     /// Defaults to the API key's environment, or `live` for a signed-in user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
+    /// Anything not given takes its default: `ezforge_managed`, the `members` policy, no tool
+    /// policy.
+    #[serde(flatten)]
+    pub settings: ServerSettings,
+}
+
+/// A server's settings as a create request may give them, with the meanings (and checks) of
+/// the update request's fields of the same names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ServerSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_allowlist: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byoa_token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_policy: Option<ToolPolicy>,
+}
+
+impl From<ServerSettings> for UpdateServerRequest {
+    fn from(s: ServerSettings) -> Self {
+        UpdateServerRequest {
+            name: None,
+            access_policy: s.access_policy,
+            access_allowlist: s.access_allowlist,
+            auth_mode: s.auth_mode,
+            byoa_issuer: s.byoa_issuer,
+            byoa_jwks_uri: s.byoa_jwks_uri,
+            byoa_authorization_endpoint: s.byoa_authorization_endpoint,
+            byoa_token_endpoint: s.byoa_token_endpoint,
+            tool_policy: s.tool_policy,
+        }
+    }
 }
 
 /// Bring Your Own Auth: the customer's OAuth 2.1 authorization server.

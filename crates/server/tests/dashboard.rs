@@ -347,6 +347,7 @@ async fn removing_a_member_on_the_dashboard_ends_their_grants_at_once() {
         name: "Demo".into(),
         slug: "demo".into(),
         environment: None,
+        ..Default::default()
     };
     api.create_server("demo-project", &server).await.unwrap();
     let resource = format!("{}/mcp/demo", t.url);

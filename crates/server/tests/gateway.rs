@@ -309,7 +309,7 @@ ezforge_testkit::backend_tests! {
 
         // A token for this server is refused by every other server (audience).
         admin
-            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "Other".into(), slug: "other".into(), environment: None })
+            .create_server("demo-project", &ezforge_proto::CreateServerRequest { name: "Other".into(), slug: "other".into(), environment: None, ..Default::default() })
             .await
             .unwrap();
         admin.deploy("other", &CreateDeploymentRequest { upstream_url: up.clone(), headers: Default::default(), timeout_ms: None, force: false }).await.unwrap();
@@ -453,6 +453,7 @@ async fn host_based_routing() {
                 name: "Demo".into(),
                 slug: "demo".into(),
                 environment: None,
+                ..Default::default()
             },
         )
         .await

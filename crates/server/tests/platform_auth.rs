@@ -112,8 +112,8 @@ ezforge_testkit::backend_tests! {
         let owner = t.owner_of("dev@example.com", "p1").await;
         t.as_session(&owner).create_project("p2").await.unwrap();
         let admin = t.as_session(&owner);
-        let live_srv = CreateServerRequest { name: "Live".into(), slug: "live-one".into(), environment: Some(Environment::Live) };
-        let test_srv = CreateServerRequest { name: "Test".into(), slug: "test-one".into(), environment: Some(Environment::Test) };
+        let live_srv = CreateServerRequest { name: "Live".into(), slug: "live-one".into(), environment: Some(Environment::Live), ..Default::default() };
+        let test_srv = CreateServerRequest { name: "Test".into(), slug: "test-one".into(), environment: Some(Environment::Test), ..Default::default() };
         admin.create_server("p1", &live_srv).await.unwrap();
         admin.create_server("p1", &test_srv).await.unwrap();
 
@@ -138,15 +138,54 @@ ezforge_testkit::backend_tests! {
         expect_err(t.as_key(&live_key).get_server("p1", "test-one").await, 403, ErrorCode::EnvironmentMismatch);
         assert_eq!(t.as_key(&live_key).get_server("p1", "live-one").await.unwrap().slug, "live-one");
         // A test key creating without naming an environment gets a test server.
-        let created = tk.create_server("p1", &CreateServerRequest { name: "T2".into(), slug: "test-two".into(), environment: None }).await.unwrap();
+        let created = tk.create_server("p1", &CreateServerRequest { name: "T2".into(), slug: "test-two".into(), environment: None, ..Default::default() }).await.unwrap();
         assert_eq!(created.environment, Environment::Test);
+    }
+
+    /// A server is created with any of its settings (auth mode, access and tool policy), checked
+    /// as an update checks them; one that does not validate creates nothing.
+    async fn servers_are_created_with_their_settings(db) {
+        let t = TestServer::start(db).await;
+        let owner = t.owner_of("dev@example.com", "p1").await;
+        let admin = t.as_session(&owner);
+        let settings = ezforge_proto::ServerSettings {
+            auth_mode: Some("byoa".into()),
+            byoa_issuer: Some("https://auth.example.com".into()),
+            byoa_jwks_uri: Some("https://auth.example.com/jwks.json".into()),
+            byoa_authorization_endpoint: Some("https://auth.example.com/authorize".into()),
+            byoa_token_endpoint: Some("https://auth.example.com/token".into()),
+            access_policy: Some("allowlist".into()),
+            access_allowlist: Some(vec!["@example.com".into()]),
+            tool_policy: Some(ezforge_proto::ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }),
+        };
+        let req = CreateServerRequest { name: "B".into(), slug: "byoa-one".into(), environment: None, settings: settings.clone() };
+        let created = admin.create_server("p1", &req).await.unwrap();
+        let fetched = admin.server("byoa-one").await.unwrap();
+        for s in [&created, &fetched] {
+            assert_eq!(s.auth_mode, "byoa");
+            assert_eq!(s.byoa.as_ref().unwrap().issuer, "https://auth.example.com");
+            assert_eq!((s.access_policy.as_str(), s.access_allowlist.clone()), ("allowlist", vec!["@example.com".to_string()]));
+            assert_eq!(s.tool_policy.execute, ["shell"]);
+        }
+        let bad = [
+            ezforge_proto::ServerSettings { byoa_issuer: None, ..settings.clone() },
+            ezforge_proto::ServerSettings { byoa_jwks_uri: Some("ftp://auth.example.com/jwks".into()), ..settings.clone() },
+            ezforge_proto::ServerSettings { access_policy: Some("everyone".into()), ..Default::default() },
+            ezforge_proto::ServerSettings { access_policy: Some("allowlist".into()), ..Default::default() },
+        ];
+        for (i, settings) in bad.into_iter().enumerate() {
+            let req = CreateServerRequest { name: "X".into(), slug: format!("bad-{i}"), environment: None, settings };
+            let err = admin.create_server("p1", &req).await.unwrap_err();
+            assert_eq!(err.status(), Some(400), "{i}: {err}");
+            assert!(admin.server(&format!("bad-{i}")).await.is_err(), "{i}: nothing created");
+        }
     }
 
     async fn missing_and_unknown_scopes(db) {
         let t = TestServer::start(db).await;
         let owner = t.owner_of("dev@example.com", "p1").await;
         let key = t.key(&owner, "p1", &["servers:read"], Environment::Live).await;
-        let req = CreateServerRequest { name: "S".into(), slug: "s1".into(), environment: None };
+        let req = CreateServerRequest { name: "S".into(), slug: "s1".into(), environment: None, ..Default::default() };
         let err = expect_err(t.as_key(&key).create_server("p1", &req).await, 403, ErrorCode::InsufficientScope);
         let ClientError::Api { body, .. } = err else { unreachable!() };
         assert_eq!(body.error.required_scope.as_deref(), Some("servers:write"));
@@ -368,7 +407,7 @@ ezforge_testkit::backend_tests! {
         assert_eq!(added.role, ezforge_proto::Role::Member);
         // A member works with servers but does not manage keys or members.
         let m = t.as_session(&member);
-        m.create_server("p1", &CreateServerRequest { name: "S".into(), slug: "s1".into(), environment: None }).await.unwrap();
+        m.create_server("p1", &CreateServerRequest { name: "S".into(), slug: "s1".into(), environment: None, ..Default::default() }).await.unwrap();
         expect_err(m.list_keys("p1").await, 403, ErrorCode::Forbidden);
         expect_err(m.add_member("p1", "outsider@example.com", ezforge_proto::Role::Owner).await, 403, ErrorCode::Forbidden);
         // An outsider does not even learn that the project exists.

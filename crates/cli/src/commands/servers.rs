@@ -1,10 +1,12 @@
 //! `ezforge servers …`.
 
-use crate::cli::{ServerCommand, ServerUpdate};
+use crate::cli::{ServerCommand, ServerSettingsArgs, ServerUpdate};
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::output;
-use ezforge_proto::{CreateServerRequest, Environment, Server, ToolPolicy, UpdateServerRequest};
+use ezforge_proto::{
+    CreateServerRequest, Environment, Server, ServerSettings, ToolPolicy, UpdateServerRequest,
+};
 use std::io::{BufRead, IsTerminal, Write};
 
 pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
@@ -16,6 +18,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
             project,
             name,
             environment,
+            settings,
         } => {
             let environment = environment
                 .map(|e| e.parse::<Environment>())
@@ -25,6 +28,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
                 name: name.unwrap_or_else(|| slug.clone()),
                 slug,
                 environment,
+                settings: server_settings(&settings),
             };
             let server = client.create_server(&project, &req).await?;
             if json {
@@ -107,21 +111,28 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
 }
 
 fn update_request(u: &ServerUpdate) -> UpdateServerRequest {
-    let tools_given =
-        !(u.tool_allow.is_empty() && u.tool_deny.is_empty() && u.tool_execute.is_empty());
     UpdateServerRequest {
         name: u.name.clone(),
-        access_policy: u.access_policy.clone(),
-        access_allowlist: (!u.allow.is_empty()).then(|| u.allow.clone()),
-        auth_mode: u.auth_mode.clone(),
-        byoa_issuer: u.byoa_issuer.clone(),
-        byoa_jwks_uri: u.byoa_jwks_uri.clone(),
-        byoa_authorization_endpoint: u.byoa_authorization_endpoint.clone(),
-        byoa_token_endpoint: u.byoa_token_endpoint.clone(),
+        ..server_settings(&u.settings).into()
+    }
+}
+
+/// The settings the flags give; a flag not given leaves its setting alone (or at its default).
+fn server_settings(s: &ServerSettingsArgs) -> ServerSettings {
+    let tools_given =
+        !(s.tool_allow.is_empty() && s.tool_deny.is_empty() && s.tool_execute.is_empty());
+    ServerSettings {
+        access_policy: s.access_policy.clone(),
+        access_allowlist: (!s.allow.is_empty()).then(|| s.allow.clone()),
+        auth_mode: s.auth_mode.clone(),
+        byoa_issuer: s.byoa_issuer.clone(),
+        byoa_jwks_uri: s.byoa_jwks_uri.clone(),
+        byoa_authorization_endpoint: s.byoa_authorization_endpoint.clone(),
+        byoa_token_endpoint: s.byoa_token_endpoint.clone(),
         tool_policy: tools_given.then(|| ToolPolicy {
-            allow: u.tool_allow.clone(),
-            deny: u.tool_deny.clone(),
-            execute: u.tool_execute.clone(),
+            allow: s.tool_allow.clone(),
+            deny: s.tool_deny.clone(),
+            execute: s.tool_execute.clone(),
         }),
     }
 }

@@ -31,6 +31,7 @@ impl Core {
         name: &str,
         slug: &str,
         environment: Option<Environment>,
+        settings: &ezforge_proto::UpdateServerRequest,
     ) -> Result<ServerRow, CoreError> {
         let (project, _) = self.project_for(principal, project, Need::Member).await?;
         let environment = environment.unwrap_or(match principal {
@@ -44,7 +45,7 @@ impl Core {
             return Err(CoreError::invalid("slug", format!("`{slug}` is reserved")));
         }
         let now = self.clock.now();
-        let server = ServerRow {
+        let mut server = ServerRow {
             id: ids::server_id(),
             project_id: project.id,
             name,
@@ -58,6 +59,7 @@ impl Core {
             tool_policy: Default::default(),
             active_deployment_id: None,
         };
+        apply_settings(&mut server, settings)?;
         self.store
             .insert_server(&server)
             .await
@@ -74,7 +76,7 @@ impl Core {
                 action: "server.create",
                 target: &server.id,
                 environment: Some(server.environment),
-                details: serde_json::json!({ "name": server.name, "slug": server.slug }),
+                details: serde_json::json!({ "name": server.name, "slug": server.slug, "settings": settings }),
             },
         )
         .await;
@@ -129,31 +131,7 @@ impl Core {
             server.name = validate::display_name("name", name)?;
         }
         let before = server.access_policy.clone();
-        if update.access_policy.is_some() || update.access_allowlist.is_some() {
-            let kind = update
-                .access_policy
-                .clone()
-                .unwrap_or_else(|| server.access_policy.kind().to_string());
-            let list = match &update.access_allowlist {
-                Some(list) => list
-                    .iter()
-                    .map(|e| allowlist_entry(e))
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => server.access_policy.allowlist().to_vec(),
-            };
-            server.access_policy = AccessPolicy::from_parts(&kind, &list)
-                .map_err(|m| CoreError::invalid("access_policy", m))?;
-            if matches!(&server.access_policy, AccessPolicy::Allowlist(l) if l.is_empty()) {
-                return Err(CoreError::invalid(
-                    "access_allowlist",
-                    "an allowlist policy needs at least one email or @domain",
-                ));
-            }
-        }
-        apply_auth_mode(&mut server, update)?;
-        if let Some(policy) = &update.tool_policy {
-            server.tool_policy = tool_policy(policy)?;
-        }
+        apply_settings(&mut server, update)?;
         let policy_changed = server.access_policy != before;
         server.updated_at = self.clock.now();
         self.store.update_server(&server).await?;
@@ -283,6 +261,40 @@ fn allowlist_entry(entry: &str) -> Result<String, CoreError> {
 }
 
 /// Applies `auth_mode` and the `byoa_*` URLs of an update.
+/// Applies what `update` gives of a server's settings (access policy, auth mode, tool policy),
+/// with their checks: for an update, and for a create on top of the defaults.
+fn apply_settings(
+    server: &mut ServerRow,
+    update: &ezforge_proto::UpdateServerRequest,
+) -> Result<(), CoreError> {
+    if update.access_policy.is_some() || update.access_allowlist.is_some() {
+        let kind = update
+            .access_policy
+            .clone()
+            .unwrap_or_else(|| server.access_policy.kind().to_string());
+        let list = match &update.access_allowlist {
+            Some(list) => list
+                .iter()
+                .map(|e| allowlist_entry(e))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => server.access_policy.allowlist().to_vec(),
+        };
+        server.access_policy = AccessPolicy::from_parts(&kind, &list)
+            .map_err(|m| CoreError::invalid("access_policy", m))?;
+        if matches!(&server.access_policy, AccessPolicy::Allowlist(l) if l.is_empty()) {
+            return Err(CoreError::invalid(
+                "access_allowlist",
+                "an allowlist policy needs at least one email or @domain",
+            ));
+        }
+    }
+    apply_auth_mode(server, update)?;
+    if let Some(policy) = &update.tool_policy {
+        server.tool_policy = tool_policy(policy)?;
+    }
+    Ok(())
+}
+
 fn apply_auth_mode(
     server: &mut ServerRow,
     update: &ezforge_proto::UpdateServerRequest,

@@ -131,7 +131,14 @@ pub async fn create_server(
     let name = form.text("name").unwrap_or_else(|| slug.clone());
     match state
         .core
-        .create_server(&v.principal, &project, &name, &slug, environment)
+        .create_server(
+            &v.principal,
+            &project,
+            &name,
+            &slug,
+            environment,
+            &Default::default(),
+        )
         .await
     {
         Ok(s) => see_other_with(

@@ -49,14 +49,21 @@ pub async fn create_server(
     Path(project): Path<String>,
     ApiJson(req): ApiJson<CreateServerRequest>,
 ) -> ApiResult<(StatusCode, Json<Server>)> {
+    let CreateServerRequest {
+        name,
+        slug,
+        environment,
+        settings,
+    } = req;
     let s = state
         .core
         .create_server(
             &caller.principal,
             &project,
-            &req.name,
-            &req.slug,
-            req.environment,
+            &name,
+            &slug,
+            environment,
+            &settings.into(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(s.to_api())))

@@ -53,6 +53,7 @@ impl TestServer {
                     name: "Demo".into(),
                     slug: "demo".into(),
                     environment: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -69,6 +70,7 @@ impl TestServer {
                     name: "Other".into(),
                     slug: "other".into(),
                     environment: None,
+                    ..Default::default()
                 },
             )
             .await
