@@ -1,13 +1,15 @@
 //! BYOA: tokens from a customer's identity provider (ES256, EdDSA, RS256), checked against its
 //! JWKS served by a test server — rotation, unknown `kid`, and the forgeries (`alg: none`, HMAC with the public key,
-//! algorithm/key-type mismatch), wrong issuer or audience, expiry with leeway.
+//! algorithm/key-type mismatch), wrong issuer or audience, expiry with leeway — on SQLite and
+//! PostgreSQL, in front of a deployed upstream that sees what an accepted token lets through.
 
 mod common;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestServer;
@@ -107,6 +109,34 @@ fn rs_token(pair: &aws_lc_rs::signature::RsaKeyPair, kid: &str, alg: &str, body:
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
+/// What the upstream received: the headers of each request.
+type Seen = Arc<Mutex<Vec<HeaderMap>>>;
+
+/// A minimal Streamable HTTP MCP server: answers every JSON-RPC request (`initialize` with a
+/// protocol version, for the deploy's health check) and keeps each request's headers.
+async fn upstream(seen: Seen) -> String {
+    async fn handle(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::Json<Value> {
+        seen.lock().unwrap().push(headers);
+        let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let result = match msg["method"].as_str() {
+            Some("initialize") => {
+                json!({"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "byoa-upstream", "version": "1"}})
+            }
+            _ => json!({}),
+        };
+        axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = Router::new().route("/mcp", post(handle)).with_state(seen);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 async fn ping(resource: &str, token: &str) -> u16 {
     http()
         .post(resource)
@@ -119,14 +149,15 @@ async fn ping(resource: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-/// 503 "no active deployment" means the token was accepted; 401 that it was refused.
-const ACCEPTED: u16 = 503;
+/// The upstream answered: the token was accepted; 401: it was refused.
+const ACCEPTED: u16 = 200;
 const REFUSED: u16 = 401;
 
-#[tokio::test]
-async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
-    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
-    let (owner, resource) = t.with_mcp_server().await;
+ezforge_testkit::backend_tests! {
+async fn byoa_tokens_are_checked_against_the_issuers_jwks(db) {
+    let t = TestServer::start(db).await;
+    let seen = Seen::default();
+    let (owner, resource) = t.with_deployed_mcp_server(upstream(seen.clone()).await, 5000).await;
     let jwks = Jwks::default();
     let jwks_uri = jwks_host(jwks.clone()).await;
     let (es, _) = SigningKey::generate("es-1".into()).unwrap();
@@ -148,6 +179,7 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
         .unwrap();
 
     // Good tokens, ES256 and EdDSA.
+    seen.lock().unwrap().clear();
     assert_eq!(
         ping(
             &resource,
@@ -156,6 +188,12 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
         .await,
         ACCEPTED
     );
+    // The upstream learns the identity provider's subject, client and scopes, never the token.
+    let got = seen.lock().unwrap()[0].clone();
+    assert!(got.get("authorization").is_none());
+    assert_eq!(got["x-ezforge-subject"], "idp-user-1");
+    assert_eq!(got["x-ezforge-client-id"], "idp-client");
+    assert_eq!(got["x-ezforge-scopes"], "mcp:read mcp:write");
     assert_eq!(
         ping(&resource, &ed_token(&ed, "ed-1", &claims(&resource, 300))).await,
         ACCEPTED
@@ -273,4 +311,5 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks() {
         REFUSED
     );
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), before + 1);
+}
 }
