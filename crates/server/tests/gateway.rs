@@ -436,6 +436,130 @@ ezforge_testkit::backend_tests! {
         assert!(body.contains("lingered"), "{body}");
         assert!(reqwest::Client::new().get(format!("{url}/v1/session")).send().await.is_err(), "no longer accepting");
     }
+
+    /// Every row of docs/gateway-scopes.md over HTTP, on both databases: allowed with the scope it
+    /// needs, refused with the one below it on the ladder.
+    async fn every_scope_table_row_is_enforced(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let seen = Seen::default();
+        let up = upstream(seen.clone()).await;
+        let admin = t.as_session(&owner);
+        admin
+            .deploy(
+                "demo",
+                &CreateDeploymentRequest {
+                    upstream_url: up,
+                    headers: Default::default(),
+                    timeout_ms: None,
+                    force: false,
+                },
+            )
+            .await
+            .unwrap();
+        let policy = UpdateServerRequest {
+            tool_policy: Some(ToolPolicy {
+                allow: vec![],
+                deny: vec![],
+                execute: vec!["shell".into()],
+            }),
+            ..Default::default()
+        };
+        admin.update_server_by_slug("demo", &policy).await.unwrap();
+        let none = token(&t, &owner, &resource, "offline_access").await;
+        let read = token(&t, &owner, &resource, "mcp:read").await;
+        let write = token(&t, &owner, &resource, "mcp:write").await;
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+        let rows: Vec<(Value, &str)> = vec![
+            (call("initialize", json!({})), "read"),
+            (call("server/discover", json!({})), "read"),
+            (call("ping", json!({})), "read"),
+            (
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                "read",
+            ),
+            (call("tools/list", json!({})), "read"),
+            (call("resources/list", json!({})), "read"),
+            (call("resources/templates/list", json!({})), "read"),
+            (call("prompts/list", json!({})), "read"),
+            (call("resources/read", json!({"uri": "x"})), "read"),
+            (call("resources/subscribe", json!({"uri": "x"})), "read"),
+            (call("resources/unsubscribe", json!({"uri": "x"})), "read"),
+            (call("prompts/get", json!({"name": "x"})), "read"),
+            (call("completion/complete", json!({})), "read"),
+            (call("logging/setLevel", json!({"level": "info"})), "read"),
+            (json!({"jsonrpc": "2.0", "id": 5, "result": {}}), "read"),
+            (call("tools/call", json!({"name": "echo"})), "write"),
+            (call("tools/call", json!({"name": "shell"})), "execute"),
+            (call("something/new", json!({})), "execute"),
+        ];
+        for (message, needed) in rows {
+            let (allowed, below) = match needed {
+                "read" => (&read, &none),
+                "write" => (&write, &read),
+                _ => (&exec, &write),
+            };
+            let (status, _, body) = rpc(&resource, allowed, message.clone()).await;
+            assert_eq!(status, 200, "{message} with mcp:{needed}: {body}");
+            let (status, h, _) = rpc(&resource, below, message.clone()).await;
+            assert_eq!(status, 403, "{message} below mcp:{needed}");
+            assert!(
+                h["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .contains(&format!("scope=\"mcp:{needed}\"")),
+                "{message}"
+            );
+        }
+
+        // Names that differ only in case are refused: a case-insensitive decoder upstream could
+        // otherwise run `tools/call` while the gateway checked `ping`.
+        let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "Method": "tools/call", "params": {"name": "echo", "Name": "shell"}});
+        assert_eq!(rpc(&resource, &read, sneaky).await.0, 400);
+        let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "NAME": "shell"}});
+        assert_eq!(rpc(&resource, &write, sneaky).await.0, 400);
+        // Mcp-Method must say what the body says.
+        let resp = http()
+            .post(&resource)
+            .bearer_auth(&exec)
+            .header("mcp-method", "ping")
+            .json(&call("tools/call", json!({"name": "echo"})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        // A batch's tools/list answers are filtered too.
+        let batch = json!([call("tools/list", json!({}))]);
+        let (status, _, body) = rpc(&resource, &write, batch).await;
+        assert_eq!(status, 200, "{body}");
+        // GET and DELETE need at least mcp:read.
+        let resp = http()
+            .get(&resource)
+            .bearer_auth(&none)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+
+        // GET streams go through with Last-Event-ID (resumption) and the session id.
+        seen.0.lock().unwrap().clear();
+        let resp = http()
+            .get(&resource)
+            .bearer_auth(&read)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "6")
+            .header("mcp-session-id", "sess-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("id: 7"));
+        let got = seen.0.lock().unwrap()[0].clone();
+        assert_eq!(got["last-event-id"], "6");
+        assert_eq!(got["mcp-session-id"], "sess-1");
+        assert!(got.get("authorization").is_none());
+    }
 }
 
 /// Host-based routing: `{slug}.{mcp domain}` is the server, with its metadata at the host root.
@@ -531,129 +655,4 @@ async fn host_based_routing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404, "an MCP host serves only its server");
-}
-
-/// Every row of docs/gateway-scopes.md over HTTP: allowed with the scope it needs, refused with
-/// the one below it on the ladder.
-#[tokio::test]
-async fn every_scope_table_row_is_enforced() {
-    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
-    let (owner, resource) = t.with_mcp_server().await;
-    let seen = Seen::default();
-    let up = upstream(seen.clone()).await;
-    let admin = t.as_session(&owner);
-    admin
-        .deploy(
-            "demo",
-            &CreateDeploymentRequest {
-                upstream_url: up,
-                headers: Default::default(),
-                timeout_ms: None,
-                force: false,
-            },
-        )
-        .await
-        .unwrap();
-    let policy = UpdateServerRequest {
-        tool_policy: Some(ToolPolicy {
-            allow: vec![],
-            deny: vec![],
-            execute: vec!["shell".into()],
-        }),
-        ..Default::default()
-    };
-    admin.update_server_by_slug("demo", &policy).await.unwrap();
-    let none = token(&t, &owner, &resource, "offline_access").await;
-    let read = token(&t, &owner, &resource, "mcp:read").await;
-    let write = token(&t, &owner, &resource, "mcp:write").await;
-    let exec = token(&t, &owner, &resource, "mcp:execute").await;
-    let rows: Vec<(Value, &str)> = vec![
-        (call("initialize", json!({})), "read"),
-        (call("server/discover", json!({})), "read"),
-        (call("ping", json!({})), "read"),
-        (
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-            "read",
-        ),
-        (call("tools/list", json!({})), "read"),
-        (call("resources/list", json!({})), "read"),
-        (call("resources/templates/list", json!({})), "read"),
-        (call("prompts/list", json!({})), "read"),
-        (call("resources/read", json!({"uri": "x"})), "read"),
-        (call("resources/subscribe", json!({"uri": "x"})), "read"),
-        (call("resources/unsubscribe", json!({"uri": "x"})), "read"),
-        (call("prompts/get", json!({"name": "x"})), "read"),
-        (call("completion/complete", json!({})), "read"),
-        (call("logging/setLevel", json!({"level": "info"})), "read"),
-        (json!({"jsonrpc": "2.0", "id": 5, "result": {}}), "read"),
-        (call("tools/call", json!({"name": "echo"})), "write"),
-        (call("tools/call", json!({"name": "shell"})), "execute"),
-        (call("something/new", json!({})), "execute"),
-    ];
-    for (message, needed) in rows {
-        let (allowed, below) = match needed {
-            "read" => (&read, &none),
-            "write" => (&write, &read),
-            _ => (&exec, &write),
-        };
-        let (status, _, body) = rpc(&resource, allowed, message.clone()).await;
-        assert_eq!(status, 200, "{message} with mcp:{needed}: {body}");
-        let (status, h, _) = rpc(&resource, below, message.clone()).await;
-        assert_eq!(status, 403, "{message} below mcp:{needed}");
-        assert!(
-            h["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .contains(&format!("scope=\"mcp:{needed}\"")),
-            "{message}"
-        );
-    }
-
-    // Names that differ only in case are refused: a case-insensitive decoder upstream could
-    // otherwise run `tools/call` while the gateway checked `ping`.
-    let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "Method": "tools/call", "params": {"name": "echo", "Name": "shell"}});
-    assert_eq!(rpc(&resource, &read, sneaky).await.0, 400);
-    let sneaky = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "NAME": "shell"}});
-    assert_eq!(rpc(&resource, &write, sneaky).await.0, 400);
-    // Mcp-Method must say what the body says.
-    let resp = http()
-        .post(&resource)
-        .bearer_auth(&exec)
-        .header("mcp-method", "ping")
-        .json(&call("tools/call", json!({"name": "echo"})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    // A batch's tools/list answers are filtered too.
-    let batch = json!([call("tools/list", json!({}))]);
-    let (status, _, body) = rpc(&resource, &write, batch).await;
-    assert_eq!(status, 200, "{body}");
-    // GET and DELETE need at least mcp:read.
-    let resp = http()
-        .get(&resource)
-        .bearer_auth(&none)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-
-    // GET streams go through with Last-Event-ID (resumption) and the session id.
-    seen.0.lock().unwrap().clear();
-    let resp = http()
-        .get(&resource)
-        .bearer_auth(&read)
-        .header("accept", "text/event-stream")
-        .header("last-event-id", "6")
-        .header("mcp-session-id", "sess-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(resp.text().await.unwrap().contains("id: 7"));
-    let got = seen.0.lock().unwrap()[0].clone();
-    assert_eq!(got["last-event-id"], "6");
-    assert_eq!(got["mcp-session-id"], "sess-1");
-    assert!(got.get("authorization").is_none());
 }
