@@ -560,99 +560,98 @@ ezforge_testkit::backend_tests! {
         assert_eq!(got["mcp-session-id"], "sess-1");
         assert!(got.get("authorization").is_none());
     }
-}
 
-/// Host-based routing: `{slug}.{mcp domain}` is the server, with its metadata at the host root.
-#[tokio::test]
-async fn host_based_routing() {
-    let t = TestServer::start_with(ezforge_testkit::TestDb::sqlite(), |c| {
-        c.mcp_domain = Some("mcp.test".into())
-    })
-    .await;
-    let owner = t.owner_of("owner@example.com", "demo-project").await;
-    t.as_session(&owner)
-        .create_server(
-            "demo-project",
-            &ezforge_proto::CreateServerRequest {
-                name: "Demo".into(),
-                slug: "demo".into(),
-                environment: None,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let resource = "http://demo.mcp.test";
-    // The documentation's document, byte for byte: its fields, in its order; at the host root
-    // and at the path-inserted URI of `/mcp`, where this host serves the server too.
-    for path in [
-        "/.well-known/oauth-protected-resource",
-        "/.well-known/oauth-protected-resource/mcp",
-    ] {
+    /// Host-based routing: `{slug}.{mcp domain}` is the server, with its metadata at the host root.
+    async fn host_based_routing(db) {
+        let t = TestServer::start_with(db, |c| {
+            c.mcp_domain = Some("mcp.test".into())
+        })
+        .await;
+        let owner = t.owner_of("owner@example.com", "demo-project").await;
+        t.as_session(&owner)
+            .create_server(
+                "demo-project",
+                &ezforge_proto::CreateServerRequest {
+                    name: "Demo".into(),
+                    slug: "demo".into(),
+                    environment: None,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let resource = "http://demo.mcp.test";
+        // The documentation's document, byte for byte: its fields, in its order; at the host root
+        // and at the path-inserted URI of `/mcp`, where this host serves the server too.
+        for path in [
+            "/.well-known/oauth-protected-resource",
+            "/.well-known/oauth-protected-resource/mcp",
+        ] {
+            let resp = http()
+                .get(format!("{}{path}", t.url))
+                .header("host", "demo.mcp.test")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            assert_eq!(
+                resp.text().await.unwrap(),
+                format!(
+                    r#"{{"resource":"{resource}","authorization_servers":["{}"],"scopes_supported":["mcp:read","mcp:write","mcp:execute","offline_access"],"bearer_methods_supported":["header"]}}"#,
+                    t.url
+                ),
+                "{path}"
+            );
+        }
         let resp = http()
-            .get(format!("{}{path}", t.url))
-            .header("host", "demo.mcp.test")
+            .post(format!("{}/", t.url))
+            .header("host", "Demo.MCP.test")
+            .json(&call("ping", json!({})))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.status(), 401);
         assert_eq!(
-            resp.text().await.unwrap(),
-            format!(
-                r#"{{"resource":"{resource}","authorization_servers":["{}"],"scopes_supported":["mcp:read","mcp:write","mcp:execute","offline_access"],"bearer_methods_supported":["header"]}}"#,
-                t.url
-            ),
-            "{path}"
+            resp.headers()["www-authenticate"],
+            "Bearer resource_metadata=\"http://demo.mcp.test/.well-known/oauth-protected-resource\", scope=\"mcp:read mcp:write offline_access\""
         );
-    }
-    let resp = http()
-        .post(format!("{}/", t.url))
-        .header("host", "Demo.MCP.test")
-        .json(&call("ping", json!({})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.headers()["www-authenticate"],
-        "Bearer resource_metadata=\"http://demo.mcp.test/.well-known/oauth-protected-resource\", scope=\"mcp:read mcp:write offline_access\""
-    );
-    let token = token(&t, &owner, resource, "mcp:read").await;
-    let resp = http()
-        .post(format!("{}/", t.url))
-        .header("host", "demo.mcp.test")
-        .bearer_auth(&token)
-        .json(&call("ping", json!({})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503, "past the token check: nothing deployed");
-    // The path form still works with the same token.
-    assert_eq!(
-        http()
-            .post(format!("{}/mcp/demo", t.url))
+        let token = token(&t, &owner, resource, "mcp:read").await;
+        let resp = http()
+            .post(format!("{}/", t.url))
+            .header("host", "demo.mcp.test")
             .bearer_auth(&token)
             .json(&call("ping", json!({})))
             .send()
             .await
-            .unwrap()
-            .status(),
-        503
-    );
-    let resp = http()
-        .post(format!("{}/", t.url))
-        .header("host", "nope.mcp.test")
-        .json(&call("ping", json!({})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    let resp = http()
-        .get(format!("{}/v1/projects", t.url))
-        .header("host", "demo.mcp.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404, "an MCP host serves only its server");
+            .unwrap();
+        assert_eq!(resp.status(), 503, "past the token check: nothing deployed");
+        // The path form still works with the same token.
+        assert_eq!(
+            http()
+                .post(format!("{}/mcp/demo", t.url))
+                .bearer_auth(&token)
+                .json(&call("ping", json!({})))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
+        let resp = http()
+            .post(format!("{}/", t.url))
+            .header("host", "nope.mcp.test")
+            .json(&call("ping", json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        let resp = http()
+            .get(format!("{}/v1/projects", t.url))
+            .header("host", "demo.mcp.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "an MCP host serves only its server");
+    }
 }

@@ -646,153 +646,151 @@ ezforge_testkit::backend_tests! {
         let resp = http().post(format!("{}/introspect", t.url)).form(&[("token", "x")]).send().await.unwrap();
         assert_eq!(resp.status(), 401);
     }
+
+    /// An MCP client without a token is told where to find the protected-resource metadata and
+    /// which scope to ask for; a valid token for this server gets past the challenge.
+    async fn the_mcp_endpoint_challenges_for_a_token(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let resp = http()
+            .post(&resource)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/demo\", scope=\"mcp:read mcp:write offline_access\"", t.url).as_str()
+        );
+        let resp = http()
+            .post(&resource)
+            .bearer_auth("not-a-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert!(
+            resp.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .ends_with("error=\"invalid_token\"")
+        );
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let resp = http()
+            .post(&resource)
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            503,
+            "past the token check; nothing deployed yet"
+        );
+        assert_eq!(
+            http()
+                .get(format!("{}/mcp/nope", t.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+    }
+
+    /// A BYOA server names the customer's issuer in its metadata, and ezForge refuses to issue its
+    /// tokens.
+    async fn byoa_servers_point_elsewhere(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let byoa = |jwks: &str| ezforge_proto::UpdateServerRequest {
+            auth_mode: Some("byoa".into()),
+            byoa_issuer: Some("https://auth.example.com".into()),
+            byoa_jwks_uri: Some(jwks.into()),
+            byoa_authorization_endpoint: Some("https://auth.example.com/oauth/authorize".into()),
+            byoa_token_endpoint: Some("https://auth.example.com/oauth/token".into()),
+            ..Default::default()
+        };
+        let admin = t.as_session(&owner);
+        for bad in [
+            "http://auth.example.com/jwks",
+            "ftp://auth.example.com/jwks",
+            "https://user@auth.example.com/jwks",
+            "not a url",
+        ] {
+            let err = admin
+                .update_server_by_slug("demo", &byoa(bad))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(400), "{bad}");
+        }
+        let missing = ezforge_proto::UpdateServerRequest {
+            auth_mode: Some("byoa".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            admin
+                .update_server_by_slug("demo", &missing)
+                .await
+                .unwrap_err()
+                .status(),
+            Some(400)
+        );
+        let s = admin
+            .update_server_by_slug(
+                "demo",
+                &byoa("https://auth.example.com/.well-known/jwks.json"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.auth_mode, "byoa");
+        let prm: Value = http()
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource/mcp/demo",
+                t.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            prm["authorization_servers"],
+            json!(["https://auth.example.com"])
+        );
+        let client_id = t.public_client().await;
+        let resp = t
+            .get_authorize(
+                &owner,
+                &t.authorize_url(&client_id, &resource, "mcp:read", &[]),
+            )
+            .await;
+        assert_eq!(
+            query_of(resp.headers()[LOCATION].to_str().unwrap())["error"],
+            "invalid_target"
+        );
+        // Back to managed: ezForge is the issuer again.
+        let back = ezforge_proto::UpdateServerRequest {
+            auth_mode: Some("ezforge_managed".into()),
+            ..Default::default()
+        };
+        assert!(
+            admin
+                .update_server_by_slug("demo", &back)
+                .await
+                .unwrap()
+                .byoa
+                .is_none()
+        );
+    }
 }
 
 #[test]
 fn the_test_verifier_is_valid() {
     assert!(VERIFIER.len() >= 43);
     assert_eq!(challenge(VERIFIER).len(), 43);
-}
-
-/// An MCP client without a token is told where to find the protected-resource metadata and
-/// which scope to ask for; a valid token for this server gets past the challenge.
-#[tokio::test]
-async fn the_mcp_endpoint_challenges_for_a_token() {
-    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
-    let (owner, resource) = t.with_mcp_server().await;
-    let resp = http()
-        .post(&resource)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.headers()["www-authenticate"],
-        format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/demo\", scope=\"mcp:read mcp:write offline_access\"", t.url).as_str()
-    );
-    let resp = http()
-        .post(&resource)
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert!(
-        resp.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .ends_with("error=\"invalid_token\"")
-    );
-    let client_id = t.public_client().await;
-    let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
-    let (_, tokens) = t.exchange(&client_id, &code).await;
-    let resp = http()
-        .post(&resource)
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        503,
-        "past the token check; nothing deployed yet"
-    );
-    assert_eq!(
-        http()
-            .get(format!("{}/mcp/nope", t.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-}
-
-/// A BYOA server names the customer's issuer in its metadata, and ezForge refuses to issue its
-/// tokens.
-#[tokio::test]
-async fn byoa_servers_point_elsewhere() {
-    let t = TestServer::start(ezforge_testkit::TestDb::sqlite()).await;
-    let (owner, resource) = t.with_mcp_server().await;
-    let byoa = |jwks: &str| ezforge_proto::UpdateServerRequest {
-        auth_mode: Some("byoa".into()),
-        byoa_issuer: Some("https://auth.example.com".into()),
-        byoa_jwks_uri: Some(jwks.into()),
-        byoa_authorization_endpoint: Some("https://auth.example.com/oauth/authorize".into()),
-        byoa_token_endpoint: Some("https://auth.example.com/oauth/token".into()),
-        ..Default::default()
-    };
-    let admin = t.as_session(&owner);
-    for bad in [
-        "http://auth.example.com/jwks",
-        "ftp://auth.example.com/jwks",
-        "https://user@auth.example.com/jwks",
-        "not a url",
-    ] {
-        let err = admin
-            .update_server_by_slug("demo", &byoa(bad))
-            .await
-            .unwrap_err();
-        assert_eq!(err.status(), Some(400), "{bad}");
-    }
-    let missing = ezforge_proto::UpdateServerRequest {
-        auth_mode: Some("byoa".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        admin
-            .update_server_by_slug("demo", &missing)
-            .await
-            .unwrap_err()
-            .status(),
-        Some(400)
-    );
-    let s = admin
-        .update_server_by_slug(
-            "demo",
-            &byoa("https://auth.example.com/.well-known/jwks.json"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s.auth_mode, "byoa");
-    let prm: Value = http()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp/demo",
-            t.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        prm["authorization_servers"],
-        json!(["https://auth.example.com"])
-    );
-    let client_id = t.public_client().await;
-    let resp = t
-        .get_authorize(
-            &owner,
-            &t.authorize_url(&client_id, &resource, "mcp:read", &[]),
-        )
-        .await;
-    assert_eq!(
-        query_of(resp.headers()[LOCATION].to_str().unwrap())["error"],
-        "invalid_target"
-    );
-    // Back to managed: ezForge is the issuer again.
-    let back = ezforge_proto::UpdateServerRequest {
-        auth_mode: Some("ezforge_managed".into()),
-        ..Default::default()
-    };
-    assert!(
-        admin
-            .update_server_by_slug("demo", &back)
-            .await
-            .unwrap()
-            .byoa
-            .is_none()
-    );
 }
