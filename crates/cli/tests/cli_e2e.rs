@@ -1,57 +1,15 @@
 //! The `ezforge` binary end to end: `ezforge serve` on a fresh database (SQLite and PostgreSQL)
 //! and the CLI against it, as a user would type it.
 
+#[path = "support/served.rs"]
+mod served;
+
 use ezforge_testkit::TestDb;
+use served::{BIN, serve};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ezforge");
+use std::process::{Command, Output, Stdio};
 const PASSWORD: &str = "correct horse battery staple";
-
-struct Served {
-    child: Child,
-    url: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ezforge serve` on a free port and reads the URL from its first line.
-fn serve(db: &TestDb, extra: &[&str]) -> Served {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .args(["--database-url", &db.url])
-        .args(extra)
-        .env_remove("EZFORGE_API_KEY")
-        .env("EZFORGE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ezforge serve");
-    let mut first = String::new();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    reader.read_line(&mut first).unwrap();
-    // Keep draining what the server prints, as a terminal would.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let url = first.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:"),
-        "unexpected first line: {first}"
-    );
-    Served {
-        child,
-        url,
-        _data: data,
-    }
-}
 
 /// Runs the CLI with its own config directory, optionally feeding standard input.
 fn ez(cfg: &Path, url: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
