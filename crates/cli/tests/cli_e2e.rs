@@ -541,7 +541,8 @@ async fn servers_commands_and_the_docs_byoa_command() {
 #[tokio::test]
 async fn deploy_list_and_roll_back() {
     let db = TestDb::sqlite();
-    let s = serve(&db, &[]);
+    // With host-based routing, so that a server's MCP URL is not under the API's origin.
+    let s = serve(&db, &["--mcp-domain", "mcp.test"]);
     let cfg = tempfile::tempdir().unwrap();
     let c = cfg.path();
     ok(&ez(
@@ -552,13 +553,28 @@ async fn deploy_list_and_roll_back() {
         &[],
     ));
     ok(&ez(c, &s.url, &["project", "create", "p1"], None, &[]));
-    ok(&ez(
+    let created = ok(&ez(
         c,
         &s.url,
         &["servers", "create", "demo", "--project", "p1"],
         None,
         &[],
     ));
+    assert!(
+        created.contains("MCP URL: http://demo.mcp.test"),
+        "{created}"
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&ok(&ez(
+        c,
+        &s.url,
+        &["servers", "get", "demo", "--json"],
+        None,
+        &[],
+    )))
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let dead = "http://127.0.0.1:9/mcp";
     let err = fails(
         &ez(
@@ -579,7 +595,7 @@ async fn deploy_list_and_roll_back() {
         &s.url,
         &[
             "deploy",
-            "demo",
+            &id,
             "--upstream",
             dead,
             "--force",
@@ -590,6 +606,11 @@ async fn deploy_list_and_roll_back() {
         &[],
     ));
     assert!(out.contains("forced:"), "{out}");
+    // Named by its id, the server is still shown by its MCP URL.
+    assert!(
+        out.contains("traffic to http://demo.mcp.test now goes there."),
+        "{out}"
+    );
     ok(&ez(
         c,
         &s.url,

@@ -192,9 +192,11 @@ impl ServerRow {
         }
     }
 
-    pub fn to_api(&self) -> proto::Server {
+    /// The API view; `mcp_url` is where MCP clients connect (`OAuth::resource_uri`).
+    pub fn to_api(&self, mcp_url: String) -> proto::Server {
         proto::Server {
             id: self.id.clone(),
+            mcp_url,
             project_id: self.project_id.clone(),
             name: self.name.clone(),
             slug: self.slug.clone(),

@@ -312,6 +312,9 @@ pub struct Server {
     pub project_id: String,
     pub name: String,
     pub slug: String,
+    /// Where MCP clients connect: the server's resource URI, the audience of its tokens
+    /// (`{public URL}/mcp/{slug}`, or `https://{slug}.{mcp domain}` with host-based routing).
+    pub mcp_url: String,
     pub environment: Environment,
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339")]

@@ -162,6 +162,7 @@ ezforge_testkit::backend_tests! {
         let created = admin.create_server("p1", &req).await.unwrap();
         let fetched = admin.server("byoa-one").await.unwrap();
         for s in [&created, &fetched] {
+            assert_eq!(s.mcp_url, format!("{}/mcp/byoa-one", t.url));
             assert_eq!(s.auth_mode, "byoa");
             assert_eq!(s.byoa.as_ref().unwrap().issuer, "https://auth.example.com");
             assert_eq!((s.access_policy.as_str(), s.access_allowlist.clone()), ("allowlist", vec!["@example.com".to_string()]));

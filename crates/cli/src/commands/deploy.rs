@@ -68,10 +68,12 @@ pub async fn deploy(
     } else {
         println!("Deployed {} to {server}: {}", d.id, d.upstream_url);
         println!("  health: {}", d.health);
-        println!(
-            "  traffic to {}/mcp/{server} now goes there.",
-            client.base()
-        );
+        // The server as the API names it: the argument may be an id, and with host-based
+        // routing its MCP URL is not under the API's origin.
+        match client.server(server).await {
+            Ok(s) => println!("  traffic to {} now goes there.", s.mcp_url),
+            Err(_) => println!("  traffic to {server}'s MCP URL now goes there."),
+        }
     }
     Ok(())
 }

@@ -35,10 +35,8 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
                 output::json(&server);
             } else {
                 println!(
-                    "Created server {} in {project}. MCP URL: {}/mcp/{}",
-                    server.slug,
-                    client.base(),
-                    server.slug
+                    "Created server {} in {project}. MCP URL: {}",
+                    server.slug, server.mcp_url
                 );
             }
         }
@@ -76,7 +74,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
             if json {
                 output::json(&s);
             } else {
-                show(&s, client.base());
+                show(&s);
             }
         }
         ServerCommand::Update(update) => {
@@ -86,7 +84,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
                 output::json(&s);
             } else {
                 println!("Updated server {}.", s.slug);
-                show(&s, client.base());
+                show(&s);
             }
         }
         ServerCommand::Delete { server, yes } => {
@@ -137,9 +135,9 @@ fn server_settings(s: &ServerSettingsArgs) -> ServerSettings {
     }
 }
 
-fn show(s: &Server, base: &str) {
+fn show(s: &Server) {
     println!("{} ({})", s.name, s.id);
-    println!("  MCP URL:     {base}/mcp/{}", s.slug);
+    println!("  MCP URL:     {}", s.mcp_url);
     println!("  environment: {}", s.environment);
     println!("  auth mode:   {}", s.auth_mode);
     if let Some(b) = &s.byoa {

@@ -12,6 +12,11 @@ use ezforge_proto::{
 };
 use serde::Deserialize;
 
+/// A server's API view, with the URL its MCP clients connect to.
+fn api(state: &AppState, s: &ezforge_core::model::ServerRow) -> Server {
+    s.to_api(state.oauth.resource_uri(&s.slug))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ServerFilter {
     /// `live` or `test`. An API key sees only its own environment.
@@ -34,7 +39,7 @@ pub async fn list_servers(
         .list_servers(&caller.principal, &project, filter.environment)
         .await?;
     Ok(Json(ServerList {
-        servers: servers.iter().map(|s| s.to_api()).collect(),
+        servers: servers.iter().map(|s| api(&state, s)).collect(),
     }))
 }
 
@@ -66,7 +71,7 @@ pub async fn create_server(
             &settings.into(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(s.to_api())))
+    Ok((StatusCode::CREATED, Json(api(&state, &s))))
 }
 
 /// Get a server by id or slug.
@@ -79,13 +84,11 @@ pub async fn get_server(
     caller: Caller<need::ServersRead>,
     Path((project, server)): Path<(String, String)>,
 ) -> ApiResult<Json<Server>> {
-    Ok(Json(
-        state
-            .core
-            .get_server(&caller.principal, &project, &server)
-            .await?
-            .to_api(),
-    ))
+    let server = state
+        .core
+        .get_server(&caller.principal, &project, &server)
+        .await?;
+    Ok(Json(api(&state, &server)))
 }
 
 /// Update a server.
@@ -107,7 +110,7 @@ pub async fn update_server(
         // A policy change may have revoked grants: forget what this node remembers of them.
         state.oauth.forget_grant_states();
         state.routes.invalidate_all();
-        updated.to_api()
+        api(&state, &updated)
     }))
 }
 
@@ -139,7 +142,7 @@ pub async fn list_all_servers(
 ) -> ApiResult<Json<ServerList>> {
     let servers = state.core.all_servers(&caller.principal).await?;
     Ok(Json(ServerList {
-        servers: servers.iter().map(|s| s.to_api()).collect(),
+        servers: servers.iter().map(|s| api(&state, s)).collect(),
     }))
 }
 
@@ -153,13 +156,8 @@ pub async fn get_server_by_slug(
     caller: Caller<need::ServersRead>,
     Path(server): Path<String>,
 ) -> ApiResult<Json<Server>> {
-    Ok(Json(
-        state
-            .core
-            .find_server(&caller.principal, &server)
-            .await?
-            .to_api(),
-    ))
+    let server = state.core.find_server(&caller.principal, &server).await?;
+    Ok(Json(api(&state, &server)))
 }
 
 /// Update a server by slug or id: name, access policy, auth mode and BYOA settings, tool policy.
@@ -182,7 +180,7 @@ pub async fn update_server_by_slug(
         // A policy change may have revoked grants: forget what this node remembers of them.
         state.oauth.forget_grant_states();
         state.routes.invalidate_all();
-        updated.to_api()
+        api(&state, &updated)
     }))
 }
 
