@@ -50,6 +50,24 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 200, "{body}");
         assert!(body["refresh_token"].is_string());
 
+        // The client is its project's: it may not ask for another project's server, even one
+        // whose owner would consent.
+        t.as_session(&owner).create_project("other-project").await.unwrap();
+        t.as_session(&owner)
+            .create_server("other-project", &ezforge_proto::CreateServerRequest { name: "Elsewhere".into(), slug: "elsewhere".into(), ..Default::default() })
+            .await
+            .unwrap();
+        let elsewhere = format!("{}/mcp/elsewhere", t.url);
+        let resp = t.get_authorize(&owner, &t.authorize_url(&id, &elsewhere, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 302);
+        let q = common::oauth::query_of(resp.headers()["location"].to_str().unwrap());
+        assert_eq!(q["error"], "invalid_target");
+        assert!(!q.contains_key("code"));
+        // A dynamically registered client belongs to no project and may ask for either.
+        let public = t.public_client().await;
+        let resp = t.get_authorize(&owner, &t.authorize_url(&public, &elsewhere, "mcp:read", &[])).await;
+        assert_eq!(resp.status(), 200, "the consent page");
+
         t.as_session(&owner).delete_oauth_client("demo-project", &id).await.unwrap();
         let resp = t.get_authorize(&owner, &t.authorize_url(&id, &resource, "mcp:read", &[])).await;
         assert_eq!(resp.status(), 400, "a deleted client is unknown");

@@ -5,7 +5,7 @@
 //! error is shown to the person and never sent anywhere. After that, errors go back to the
 //! client's redirect URI with `state` and `iss` (RFC 9207).
 
-use super::model::{CodeRow, ConsentRow, GrantRow};
+use super::model::{ClientKind, CodeRow, ConsentRow, GrantRow};
 use super::{OAuth, OAuthError, redirect, scope};
 use crate::model::UserRow;
 use crate::{ids, secret};
@@ -218,6 +218,15 @@ impl OAuth {
         if server.byoa.is_some() {
             return Err(fail(OAuthError::InvalidTarget(format!(
                 "`{resource}` uses its own authorization server; ezForge does not issue its tokens"
+            ))));
+        }
+        // A client a project registered is that project's: it may not ask for another
+        // project's servers (dynamic and document clients belong to no project).
+        if client.kind == ClientKind::Registered
+            && client.project_id.as_deref() != Some(server.project_id.as_str())
+        {
+            return Err(fail(OAuthError::InvalidTarget(format!(
+                "`{resource}` belongs to another project than the one this client is registered in"
             ))));
         }
         let scopes = match p.scope.as_deref() {
