@@ -209,8 +209,9 @@ ezforge_testkit::backend_tests! {
         let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("redirect_uri", REDIRECT), ("code_verifier", &"x".repeat(50))]).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
-        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id)]).await;
+        let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("redirect_uri", REDIRECT)]).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+        assert!(body["error_description"].as_str().unwrap().contains("code_verifier"), "{body}");
     }
 
     /// Errors before the redirect URI is validated never redirect.
@@ -279,34 +280,28 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 200, "{body}");
     }
 
-    /// The exchange repeats the authorization request (RFC 6749 §4.1.3): without its
-    /// redirect_uri it is refused and the code stays usable; with another redirect_uri, or a
-    /// resource other than the one authorized, the code is refused.
+    /// The exchange repeats the authorization request (RFC 6749 §4.1.3): the redirect_uri it
+    /// named (missing or different: the code is refused), and the resource if it names one. A
+    /// request that named no redirect_uri (its client has one registered) may be exchanged with
+    /// that one or none.
     async fn the_exchange_repeats_the_authorization_request(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
         let resource_b = t.with_other_server(&owner).await;
         let client_id = t.public_client().await;
-        let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
-        let base = [("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("client_id", client_id.as_str())];
-        let (status, body) = t.token(&base).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
-        assert!(body["error_description"].as_str().unwrap().contains("redirect_uri"));
-        let (status, body) = t.token(&[&base[..], &[("redirect_uri", "")]].concat()).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
-        let (status, body) = t.exchange(&client_id, &code).await;
-        assert_eq!(status, 200, "the code was not spent by the refusals: {body}");
-
         for (extra, error) in [
-            (("redirect_uri", "http://127.0.0.1:9/other"), "invalid_grant"),
-            (("resource", resource_b.as_str()), "invalid_target"),
+            (None, "invalid_grant"),
+            (Some(("redirect_uri", "")), "invalid_grant"),
+            (Some(("redirect_uri", "http://127.0.0.1:9/other")), "invalid_grant"),
+            (Some(("resource", resource_b.as_str())), "invalid_target"),
         ] {
             let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
             let mut form = vec![("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("client_id", client_id.as_str())];
-            if extra.0 != "redirect_uri" {
-                form.push(("redirect_uri", REDIRECT));
+            match extra {
+                Some(("redirect_uri", uri)) => form.push(("redirect_uri", uri)),
+                Some(other) => form.extend([("redirect_uri", REDIRECT), other]),
+                None => {}
             }
-            form.push(extra);
             let (status, body) = t.token(&form).await;
             assert_eq!((status, body["error"].as_str()), (400, Some(error)), "{extra:?}: {body}");
         }
@@ -314,6 +309,20 @@ ezforge_testkit::backend_tests! {
         let code = t.code_for(&owner, &client_id, &resource, "mcp:read").await;
         let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("client_id", &client_id), ("redirect_uri", REDIRECT), ("resource", &resource)]).await;
         assert_eq!(status, 200, "{body}");
+        // Without a redirect_uri at /authorize (the client registered only one), the exchange
+        // may name that one, or none.
+        for with in [Some(REDIRECT), None] {
+            let url = t.authorize_url(&client_id, &resource, "mcp:read", &[("redirect_uri", "")]);
+            let page = t.get_authorize(&owner, &url).await.text().await.unwrap();
+            let allowed = t.consent(&owner, &page, "allow").await;
+            let location = allowed.headers()[LOCATION].to_str().unwrap().to_string();
+            assert!(location.starts_with(REDIRECT), "{location}");
+            let code = query_of(&location)["code"].clone();
+            let mut form = vec![("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER), ("client_id", client_id.as_str())];
+            form.extend(with.map(|r| ("redirect_uri", r)));
+            let (status, body) = t.token(&form).await;
+            assert_eq!(status, 200, "{with:?}: {body}");
+        }
     }
 
     /// Reuse of a spent refresh token after the grace window revokes the whole family; a retry

@@ -38,7 +38,11 @@ pub enum AuthorizeError {
 pub struct AuthorizeRequest {
     pub client_id: String,
     pub client_name: String,
+    /// Where the answer goes: the request's `redirect_uri`, or the client's only registered one.
     pub redirect_uri: String,
+    /// Whether the request named `redirect_uri` (the exchange must then repeat it).
+    #[serde(default)]
+    pub redirect_uri_given: bool,
     pub state: Option<String>,
     /// Space-separated, canonical order.
     pub scope: String,
@@ -259,6 +263,7 @@ impl OAuth {
             client_id: client.client_id.clone(),
             client_name: client.display_name().to_string(),
             redirect_uri,
+            redirect_uri_given: p.redirect_uri.is_some(),
             state,
             scope: scope::join(&scopes),
             code_challenge: challenge.to_string(),
@@ -354,7 +359,13 @@ impl OAuth {
             code_hash: secret::hash(&code),
             grant_id: grant.id.clone(),
             client_id: req.client_id.clone(),
-            redirect_uri: req.redirect_uri.clone(),
+            // The redirect_uri the request named, which the exchange must repeat (RFC 6749
+            // §4.1.3); empty when it named none.
+            redirect_uri: if req.redirect_uri_given {
+                req.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: req.code_challenge.clone(),
             created_at: now,
             expires_at: now + self.settings.code_ttl_secs,

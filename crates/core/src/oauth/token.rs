@@ -135,14 +135,6 @@ impl OAuth {
                 "code_verifier is not a valid PKCE verifier".into(),
             ));
         }
-        // `/authorize` takes no request without a redirect_uri, so the exchange must repeat it
-        // (RFC 6749 §4.1.3, OAuth 2.1 §4.1.3). Refused before the code is read: it stays
-        // usable for a corrected request.
-        if p.redirect_uri.as_deref().is_none_or(str::is_empty) {
-            return Err(OAuthError::InvalidRequest(
-                "redirect_uri is required: repeat the one sent to /authorize".into(),
-            ));
-        }
         // Made now, stored only if the exchange issues one.
         let refresh_token = format!("ezf_rt_{}", secret::random_token());
         let refresh_hash = secret::hash(&refresh_token);
@@ -169,9 +161,20 @@ impl OAuth {
                         "the authorization code expired".into(),
                     ));
                 }
-                if redirect_uri.is_some_and(|r| r != code.redirect_uri) {
+                // RFC 6749 §4.1.3: the exchange repeats the redirect_uri the authorization
+                // request named (kept on the code); after one that named none (its client has
+                // one registered), it may name that one or none.
+                let repeated = match (
+                    redirect_uri.as_deref().filter(|r| !r.is_empty()),
+                    code.redirect_uri.as_str(),
+                ) {
+                    (Some(r), "") => client.redirect_uris.iter().any(|u| u == r),
+                    (Some(r), named) => r == named,
+                    (None, named) => named.is_empty(),
+                };
+                if !repeated {
                     return Err(OAuthError::InvalidGrant(
-                        "redirect_uri differs from the authorization request".into(),
+                        "redirect_uri differs from the authorization request's, or is missing (repeat the one sent to /authorize)".into(),
                     ));
                 }
                 let grant = grant
