@@ -164,7 +164,8 @@ pub enum DeploymentCommand {
 pub enum ServerCommand {
     /// Create a server in a project.
     Create {
-        /// DNS-safe slug, unique on the instance: the server's MCP URL ends in /mcp/SLUG.
+        /// DNS-safe slug, unique on the instance: the server's MCP URL is {public URL}/mcp/SLUG,
+        /// or https://SLUG.{mcp domain} with host-based routing.
         slug: String,
         /// Project name or id.
         #[arg(long)]

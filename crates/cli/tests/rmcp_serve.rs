@@ -18,8 +18,9 @@ use served::serve;
 use std::time::Duration;
 
 const REDIRECT: &str = "http://127.0.0.1:33420/callback";
-/// As short as the flag allows to wait out, so that the test can sleep past it.
-const GRACE_SECS: u64 = 1;
+/// Short, so that the test can sleep past it; long enough that a retry sent right after the
+/// rotation is inside it on a slow machine (the window is counted in whole seconds).
+const GRACE_SECS: u64 = 2;
 
 async fn refresh_token_of(oauth: &OAuthState) -> (String, String, Value) {
     let (client_id, tokens) = oauth.get_credentials().await.expect("rmcp credentials");
@@ -71,23 +72,26 @@ ezforge_testkit::backend_tests! {
         assert_eq!(access["client_id"], client_id.as_str());
         assert_eq!(access["iss"], s.url.as_str());
 
-        // Refresh: rotated.
+        // Two more clients holding the first token, set up before the clock of the grace window
+        // starts (rmcp rediscovers the server's metadata when given credentials).
         let (_, first_response) = oauth.get_credentials().await.expect("credentials");
         let first_response = first_response.expect("tokens");
+        let mut retry = OAuthState::new(&resource, None).await.expect("rmcp OAuth state");
+        retry.set_credentials(&client_id, first_response.clone()).await.expect("credentials");
+        let mut replay = OAuthState::new(&resource, None).await.expect("rmcp OAuth state");
+        replay.set_credentials(&client_id, first_response).await.expect("credentials");
+
+        // Refresh: rotated.
         oauth.refresh_token().await.expect("rmcp refreshes");
         let (_, successor, _) = refresh_token_of(&oauth).await;
         assert_ne!(successor, first);
 
         // A retry with the spent token within the configured grace window: the same successor.
-        let mut retry = OAuthState::new(&resource, None).await.expect("rmcp OAuth state");
-        retry.set_credentials(&client_id, first_response.clone()).await.expect("credentials");
         retry.refresh_token().await.expect("a retry within the grace window");
         assert_eq!(refresh_token_of(&retry).await.1, successor);
 
         // Past it, the spent token is refused (and its family revoked).
         tokio::time::sleep(Duration::from_millis(GRACE_SECS * 1000 + 1100)).await;
-        let mut replay = OAuthState::new(&resource, None).await.expect("rmcp OAuth state");
-        replay.set_credentials(&client_id, first_response).await.expect("credentials");
         let err = replay.refresh_token().await.expect_err("replay refused");
         assert!(matches!(err, AuthError::TokenRefreshRejected(_)), "{err:?}");
         let err = oauth.refresh_token().await.expect_err("the family is revoked");

@@ -314,6 +314,8 @@ pub struct Server {
     pub slug: String,
     /// Where MCP clients connect: the server's resource URI, the audience of its tokens
     /// (`{public URL}/mcp/{slug}`, or `https://{slug}.{mcp domain}` with host-based routing).
+    /// Empty from a server older than this field.
+    #[serde(default)]
     pub mcp_url: String,
     pub environment: Environment,
     pub created_by: String,

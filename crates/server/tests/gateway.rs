@@ -345,7 +345,7 @@ ezforge_testkit::backend_tests! {
     /// answer larger than the gateway filters is refused, not passed on unfiltered.
     async fn answers_read_whole_keep_the_deployments_timeout(db) {
         let t = TestServer::start(db).await;
-        let (owner, resource) = t.with_deployed_mcp_server(upstream(Seen::default()).await, 500).await;
+        let (owner, resource) = t.with_deployed_mcp_server(upstream(Seen::default()).await, 2000).await;
         let exec = token(&t, &owner, &resource, "mcp:execute").await;
         for (method, params) in [("stall", json!({})), ("tools/list", json!({"stall": true}))] {
             let started = std::time::Instant::now();

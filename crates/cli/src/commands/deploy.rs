@@ -71,7 +71,10 @@ pub async fn deploy(
         // The server as the API names it: the argument may be an id, and with host-based
         // routing its MCP URL is not under the API's origin.
         match client.server(server).await {
-            Ok(s) => println!("  traffic to {} now goes there.", s.mcp_url),
+            Ok(s) => println!(
+                "  traffic to {} now goes there.",
+                super::servers::mcp_url(&s, client.base())
+            ),
             Err(_) => println!("  traffic to {server}'s MCP URL now goes there."),
         }
     }

@@ -36,7 +36,8 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
             } else {
                 println!(
                     "Created server {} in {project}. MCP URL: {}",
-                    server.slug, server.mcp_url
+                    server.slug,
+                    mcp_url(&server, client.base())
                 );
             }
         }
@@ -74,7 +75,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
             if json {
                 output::json(&s);
             } else {
-                show(&s);
+                show(&s, client.base());
             }
         }
         ServerCommand::Update(update) => {
@@ -84,7 +85,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
                 output::json(&s);
             } else {
                 println!("Updated server {}.", s.slug);
-                show(&s);
+                show(&s, client.base());
             }
         }
         ServerCommand::Delete { server, yes } => {
@@ -135,9 +136,18 @@ fn server_settings(s: &ServerSettingsArgs) -> ServerSettings {
     }
 }
 
-fn show(s: &Server) {
+/// Where MCP clients connect; a server older than `mcp_url` leaves it empty.
+pub fn mcp_url(s: &Server, base: &str) -> String {
+    if s.mcp_url.is_empty() {
+        format!("{base}/mcp/{}", s.slug)
+    } else {
+        s.mcp_url.clone()
+    }
+}
+
+fn show(s: &Server, base: &str) {
     println!("{} ({})", s.name, s.id);
-    println!("  MCP URL:     {}", s.mcp_url);
+    println!("  MCP URL:     {}", mcp_url(s, base));
     println!("  environment: {}", s.environment);
     println!("  auth mode:   {}", s.auth_mode);
     if let Some(b) = &s.byoa {

@@ -210,14 +210,23 @@ impl OAuth {
             // again, so that a client does not get one that expires in the middle of its flow.
             let client = match existing.expires_at {
                 None => Some(existing),
-                Some(_) => self
-                    .store
-                    .extend_unused_client(&existing.client_id, expires_at, now)
-                    .await?
-                    .then_some(ClientRow {
+                Some(_)
+                    if self
+                        .store
+                        .extend_unused_client(&existing.client_id, expires_at, now)
+                        .await? =>
+                {
+                    Some(ClientRow {
                         expires_at: Some(expires_at),
                         ..existing
-                    }),
+                    })
+                }
+                // Used since it was read (it no longer expires), or gone: read it again.
+                Some(_) => self
+                    .store
+                    .client(&existing.client_id)
+                    .await?
+                    .filter(|c| c.expires_at.is_none()),
             };
             // (Gone or expired between the read and the update: registered anew below.)
             if let Some(client) = client {
