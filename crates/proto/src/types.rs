@@ -220,44 +220,6 @@ pub struct CreateServerRequest {
     pub settings: ServerSettings,
 }
 
-/// A server's settings as a create request may give them, with the meanings (and checks) of
-/// the update request's fields of the same names.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct ServerSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_allowlist: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byoa_issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byoa_jwks_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byoa_authorization_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byoa_token_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_policy: Option<ToolPolicy>,
-}
-
-impl From<ServerSettings> for UpdateServerRequest {
-    fn from(s: ServerSettings) -> Self {
-        UpdateServerRequest {
-            name: None,
-            access_policy: s.access_policy,
-            access_allowlist: s.access_allowlist,
-            auth_mode: s.auth_mode,
-            byoa_issuer: s.byoa_issuer,
-            byoa_jwks_uri: s.byoa_jwks_uri,
-            byoa_authorization_endpoint: s.byoa_authorization_endpoint,
-            byoa_token_endpoint: s.byoa_token_endpoint,
-            tool_policy: s.tool_policy,
-        }
-    }
-}
-
 /// Bring Your Own Auth: the customer's OAuth 2.1 authorization server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ByoaSettings {
@@ -283,6 +245,14 @@ pub struct ToolPolicy {
 pub struct UpdateServerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(flatten)]
+    pub settings: ServerSettings,
+}
+
+/// A server's settings, as a create or an update gives them; what is not given stays as it is
+/// (on a create: its default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ServerSettings {
     /// Who may authorize MCP clients: `members` (of the project), `instance` (any user) or
     /// `allowlist` (the emails and `@domains` in `access_allowlist`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +274,15 @@ pub struct UpdateServerRequest {
     /// Replaces the whole tool policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_policy: Option<ToolPolicy>,
+}
+
+impl From<ServerSettings> for UpdateServerRequest {
+    fn from(settings: ServerSettings) -> Self {
+        UpdateServerRequest {
+            name: None,
+            settings,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -165,14 +165,14 @@ async fn byoa_tokens_are_checked_against_the_issuers_jwks(db) {
     let (ed, ed_jwk) = ed25519();
     let (rsa, rsa_jwk) = rsa();
     *jwks.keys.lock().unwrap() = vec![es_jwk.clone(), ed_jwk, rsa_jwk];
-    let update = ezforge_proto::UpdateServerRequest {
+    let update = ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings {
         auth_mode: Some("byoa".into()),
         byoa_issuer: Some(ISSUER.into()),
         byoa_jwks_uri: Some(jwks_uri.clone()),
         byoa_authorization_endpoint: Some(format!("{ISSUER}/authorize")),
         byoa_token_endpoint: Some(format!("{ISSUER}/token")),
         ..Default::default()
-    };
+    });
     t.as_session(&owner)
         .update_server_by_slug("demo", &update)
         .await

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::TestServer;
 use common::oauth::http;
-use ezforge_proto::{CreateDeploymentRequest, ErrorCode, ToolPolicy, UpdateServerRequest};
+use ezforge_proto::{
+    CreateDeploymentRequest, ErrorCode, ServerSettings, ToolPolicy, UpdateServerRequest,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -236,7 +238,7 @@ ezforge_testkit::backend_tests! {
         assert_eq!(rpc(&resource, &read, batch).await.0, 403);
 
         // Tool policy: execute-class tools need mcp:execute; denied tools never pass.
-        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() };
+        let policy = UpdateServerRequest::from(ServerSettings { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() });
         admin.update_server_by_slug("demo", &policy).await.unwrap();
         let (status, h, _) = rpc(&resource, &write, call("tools/call", json!({"name": "shell"}))).await;
         assert_eq!(status, 403);
@@ -263,7 +265,7 @@ ezforge_testkit::backend_tests! {
 
         // An allow list: only the tools it names pass, less the denied ones, and tools/list
         // shows only those.
-        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec!["echo".into(), "rm".into()], deny: vec!["rm".into()], execute: vec![] }), ..Default::default() };
+        let policy = UpdateServerRequest::from(ServerSettings { tool_policy: Some(ToolPolicy { allow: vec!["echo".into(), "rm".into()], deny: vec!["rm".into()], execute: vec![] }), ..Default::default() });
         admin.update_server_by_slug("demo", &policy).await.unwrap();
         assert_eq!(rpc(&resource, &write, call("tools/call", json!({"name": "echo"}))).await.0, 200);
         for tool in ["shell", "rm"] {
@@ -275,7 +277,7 @@ ezforge_testkit::backend_tests! {
         assert_eq!(names(&body), ["echo"]);
         let (_, _, body) = rpc(&resource, &write, call("tools/list", json!({"sse": true}))).await;
         assert_eq!(names(&body), ["echo"]);
-        let policy = UpdateServerRequest { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() };
+        let policy = UpdateServerRequest::from(ServerSettings { tool_policy: Some(ToolPolicy { allow: vec![], deny: vec!["rm".into()], execute: vec!["shell".into()] }), ..Default::default() });
         admin.update_server_by_slug("demo", &policy).await.unwrap();
 
         // A body over the gateway's limit (4 MiB): 413 with a JSON-RPC error, nothing forwarded.
@@ -457,14 +459,14 @@ ezforge_testkit::backend_tests! {
             )
             .await
             .unwrap();
-        let policy = UpdateServerRequest {
+        let policy = UpdateServerRequest::from(ServerSettings {
             tool_policy: Some(ToolPolicy {
                 allow: vec![],
                 deny: vec![],
                 execute: vec!["shell".into()],
             }),
             ..Default::default()
-        };
+        });
         admin.update_server_by_slug("demo", &policy).await.unwrap();
         let none = token(&t, &owner, &resource, "offline_access").await;
         let read = token(&t, &owner, &resource, "mcp:read").await;
@@ -567,19 +569,8 @@ ezforge_testkit::backend_tests! {
             c.mcp_domain = Some("mcp.test".into())
         })
         .await;
-        let owner = t.owner_of("owner@example.com", "demo-project").await;
-        t.as_session(&owner)
-            .create_server(
-                "demo-project",
-                &ezforge_proto::CreateServerRequest {
-                    name: "Demo".into(),
-                    slug: "demo".into(),
-                    environment: None,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        // The same server `demo`; its resource URI is its host.
+        let (owner, _) = t.with_mcp_server().await;
         let resource = "http://demo.mcp.test";
         // The documentation's document, byte for byte: its fields, in its order; at the host root
         // and at the path-inserted URI of `/mcp`, where this host serves the server too.

@@ -174,7 +174,7 @@ ezforge_testkit::backend_tests! {
         assert!(t.server.oauth.verify_access_token(tokens["access_token"].as_str().unwrap(), Some(&resource)).await.is_err());
 
         // Policy: instance-wide, then back to members only.
-        let update = |policy: &str| ezforge_proto::UpdateServerRequest { access_policy: Some(policy.into()), ..Default::default() };
+        let update = |policy: &str| ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings { access_policy: Some(policy.into()), ..Default::default() });
         t.as_session(&owner).update_server("demo-project", "demo", &update("instance")).await.unwrap();
         let code = t.code_for(&bob, &client_id, &resource, "mcp:read offline_access").await;
         let (_, tokens) = t.exchange(&client_id, &code).await;
@@ -521,7 +521,7 @@ ezforge_testkit::backend_tests! {
             assert!(!q["error_description"].contains('@'), "the description does not leak the user's email");
         };
         denied(t.get_authorize(&verified, &url).await);
-        let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest { access_policy: Some(policy.into()), access_allowlist: list, ..Default::default() };
+        let update = |policy: &str, list: Option<Vec<String>>| ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings { access_policy: Some(policy.into()), access_allowlist: list, ..Default::default() });
         t.as_session(&owner).update_server("demo-project", "demo", &update("allowlist", Some(vec!["@corp.example".into()]))).await.unwrap();
         assert_eq!(t.get_authorize(&verified, &url).await.status(), 200, "a verified address in the domain");
         denied(t.get_authorize(&squatter, &url).await);
@@ -715,14 +715,14 @@ ezforge_testkit::backend_tests! {
     async fn byoa_servers_point_elsewhere(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
-        let byoa = |jwks: &str| ezforge_proto::UpdateServerRequest {
+        let byoa = |jwks: &str| ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings {
             auth_mode: Some("byoa".into()),
             byoa_issuer: Some("https://auth.example.com".into()),
             byoa_jwks_uri: Some(jwks.into()),
             byoa_authorization_endpoint: Some("https://auth.example.com/oauth/authorize".into()),
             byoa_token_endpoint: Some("https://auth.example.com/oauth/token".into()),
             ..Default::default()
-        };
+        });
         let admin = t.as_session(&owner);
         for bad in [
             "http://auth.example.com/jwks",
@@ -736,10 +736,10 @@ ezforge_testkit::backend_tests! {
                 .unwrap_err();
             assert_eq!(err.status(), Some(400), "{bad}");
         }
-        let missing = ezforge_proto::UpdateServerRequest {
+        let missing = ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings {
             auth_mode: Some("byoa".into()),
             ..Default::default()
-        };
+        });
         assert_eq!(
             admin
                 .update_server_by_slug("demo", &missing)
@@ -783,10 +783,10 @@ ezforge_testkit::backend_tests! {
             "invalid_target"
         );
         // Back to managed: ezForge is the issuer again.
-        let back = ezforge_proto::UpdateServerRequest {
+        let back = ezforge_proto::UpdateServerRequest::from(ezforge_proto::ServerSettings {
             auth_mode: Some("ezforge_managed".into()),
             ..Default::default()
-        };
+        });
         assert!(
             admin
                 .update_server_by_slug("demo", &back)

@@ -112,7 +112,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerCommand) -> CliResult {
 fn update_request(u: &ServerUpdate) -> UpdateServerRequest {
     UpdateServerRequest {
         name: u.name.clone(),
-        ..server_settings(&u.settings).into()
+        settings: server_settings(&u.settings),
     }
 }
 

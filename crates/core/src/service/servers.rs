@@ -31,7 +31,7 @@ impl Core {
         name: &str,
         slug: &str,
         environment: Option<Environment>,
-        settings: &ezforge_proto::UpdateServerRequest,
+        settings: &ezforge_proto::ServerSettings,
     ) -> Result<ServerRow, CoreError> {
         let (project, _) = self.project_for(principal, project, Need::Member).await?;
         let environment = environment.unwrap_or(match principal {
@@ -131,7 +131,7 @@ impl Core {
             server.name = validate::display_name("name", name)?;
         }
         let before = server.access_policy.clone();
-        apply_settings(&mut server, update)?;
+        apply_settings(&mut server, &update.settings)?;
         let policy_changed = server.access_policy != before;
         server.updated_at = self.clock.now();
         self.store.update_server(&server).await?;
@@ -265,7 +265,7 @@ fn allowlist_entry(entry: &str) -> Result<String, CoreError> {
 /// with their checks: for an update, and for a create on top of the defaults.
 fn apply_settings(
     server: &mut ServerRow,
-    update: &ezforge_proto::UpdateServerRequest,
+    update: &ezforge_proto::ServerSettings,
 ) -> Result<(), CoreError> {
     if update.access_policy.is_some() || update.access_allowlist.is_some() {
         let kind = update
@@ -297,7 +297,7 @@ fn apply_settings(
 
 fn apply_auth_mode(
     server: &mut ServerRow,
-    update: &ezforge_proto::UpdateServerRequest,
+    update: &ezforge_proto::ServerSettings,
 ) -> Result<(), CoreError> {
     let any_byoa = update.byoa_issuer.is_some()
         || update.byoa_jwks_uri.is_some()

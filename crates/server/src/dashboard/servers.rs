@@ -9,7 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ezforge_core::service::{LogFilter, MetricsWindow};
-use ezforge_proto::{CreateDeploymentRequest, Decision, ToolPolicy, UpdateServerRequest};
+use ezforge_proto::{
+    CreateDeploymentRequest, Decision, ServerSettings, ToolPolicy, UpdateServerRequest,
+};
 
 fn ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1} ms"))
@@ -195,14 +197,14 @@ pub async fn update_auth(
         .unwrap_or_else(|| "ezforge_managed".into());
     let byoa = mode == "byoa";
     let field = |name: &str| if byoa { form.text(name) } else { None };
-    let req = UpdateServerRequest {
+    let req = UpdateServerRequest::from(ServerSettings {
         byoa_issuer: field("byoa_issuer"),
         byoa_jwks_uri: field("byoa_jwks_uri"),
         byoa_authorization_endpoint: field("byoa_authorization_endpoint"),
         byoa_token_endpoint: field("byoa_token_endpoint"),
         auth_mode: Some(mode),
         ..Default::default()
-    };
+    });
     update(&state, &v, &server, req, "Authentication saved.").await
 }
 
@@ -218,11 +220,11 @@ pub async fn update_access(
         .text("access_policy")
         .unwrap_or_else(|| "members".into());
     let allowlist = form.lines("allowlist");
-    let req = UpdateServerRequest {
+    let req = UpdateServerRequest::from(ServerSettings {
         access_allowlist: (policy == "allowlist").then_some(allowlist),
         access_policy: Some(policy),
         ..Default::default()
-    };
+    });
     update(&state, &v, &server, req, "Access policy saved.").await
 }
 
@@ -234,14 +236,14 @@ pub async fn update_tools(
     form: FormData,
 ) -> Response {
     let v = viewer!(state, headers, form);
-    let req = UpdateServerRequest {
+    let req = UpdateServerRequest::from(ServerSettings {
         tool_policy: Some(ToolPolicy {
             allow: form.lines("allow"),
             deny: form.lines("deny"),
             execute: form.lines("execute"),
         }),
         ..Default::default()
-    };
+    });
     update(&state, &v, &server, req, "Tool policy saved.").await
 }
 

@@ -68,7 +68,7 @@ pub async fn create_server(
             &name,
             &slug,
             environment,
-            &settings.into(),
+            &settings,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(api(&state, &s))))
