@@ -192,9 +192,10 @@ ezforge_testkit::backend_tests! {
         assert!(got["host"].to_str().unwrap().starts_with("127.0.0.1:"), "the upstream's own host");
         let identity = got["x-ezforge-identity"].to_str().unwrap();
         let identity_claims: Value = serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, identity.split('.').nth(1).unwrap()).unwrap()).unwrap();
-        assert_eq!(identity_claims["aud"], resource, "bound to this server, not to an upstream URL anyone could deploy to");
-        assert_eq!(identity_claims["upstream"], up);
+        assert_eq!(identity_claims["aud"], json!([resource, up]), "for the upstream, and bound to this server: an upstream URL anyone could deploy to");
         assert!(t.server.oauth.verify_identity_token(identity, &resource).is_ok());
+        let other = format!("{}x", resource.trim_end_matches('/'));
+        assert!(t.server.oauth.verify_identity_token(identity, &other).is_err(), "not for another server");
 
         // Hop-by-hop headers, the client's cookies and proxy credentials, and headers that would
         // forge the caller's identity stay with the gateway.

@@ -479,20 +479,20 @@ fn check_grant(grant: GrantRow, client: &ClientRow) -> Result<GrantRow, OAuthErr
 }
 
 impl OAuth {
-    /// A 60-second JWT telling an upstream who is calling through the gateway. `aud` is the
-    /// server's resource URI — not the upstream URL, which another project could deploy to as
-    /// well — and `upstream` names where it was sent; `typ` keeps it from passing as an access
-    /// token anywhere.
+    /// A 60-second JWT telling an upstream who is calling through the gateway. `aud` names the
+    /// upstream URL it is sent to and the server's resource URI; `typ` keeps it from passing as
+    /// an access token anywhere.
     pub fn mint_identity_token(
         &self,
         upstream: &str,
         claims: &AccessClaims,
     ) -> Result<String, OAuthError> {
         let now = self.now();
+        // The upstream URL alone does not say which server vouched (two projects can deploy the
+        // same upstream), so an upstream should look for its server's resource URI.
         let body = serde_json::json!({
             "iss": self.issuer(),
-            "aud": claims.aud,
-            "upstream": upstream,
+            "aud": [claims.aud.as_str(), upstream],
             "sub": claims.sub,
             "client_id": claims.client_id,
             "scope": claims.scope,
@@ -518,7 +518,10 @@ impl OAuth {
         if v.header.get("typ").and_then(|t| t.as_str()) != Some("ezforge-identity+jwt") {
             return Err(invalid("not an identity token"));
         }
-        if v.claims["iss"] != self.issuer() || v.claims["aud"] != resource {
+        let for_resource = v.claims["aud"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == resource));
+        if v.claims["iss"] != self.issuer() || !for_resource {
             return Err(invalid("wrong issuer or audience"));
         }
         if v.claims["exp"].as_i64().is_none_or(|e| e <= self.now()) {
