@@ -284,12 +284,9 @@ impl OAuth {
     }
 
     /// A client usable now: known, and not an expired unused registration.
-    pub async fn client(&self, client_id: &str) -> Result<Option<ClientRow>, OAuthError> {
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<ClientRow>>, OAuthError> {
         if super::cimd::is_document_url(client_id) {
-            return self
-                .document_client(client_id)
-                .await
-                .map(|c| Some((*c).clone()));
+            return self.document_client(client_id).await.map(Some);
         }
         let now = self.now();
         let client = match self.client_cache.get(client_id) {
@@ -303,7 +300,7 @@ impl OAuth {
                 None => return Ok(None),
             },
         };
-        Ok(Some((*client).clone()).filter(|c| c.expires_at.is_none_or(|e| e > now)))
+        Ok(Some(client).filter(|c| c.expires_at.is_none_or(|e| e > now)))
     }
 
     /// A client's name for a listing of grants, fetching nothing: a Client ID Metadata
@@ -313,14 +310,17 @@ impl OAuth {
         if super::cimd::is_document_url(client_id) {
             return Ok(self.cached_document_name(client_id));
         }
-        Ok(self.client(client_id).await?.and_then(|c| c.client_name))
+        Ok(self
+            .client(client_id)
+            .await?
+            .and_then(|c| c.client_name.clone()))
     }
 
     /// Authenticates the caller of the token, revocation or introspection endpoint.
     pub async fn authenticate_client(
         &self,
         creds: &ClientCredentials,
-    ) -> Result<ClientRow, OAuthError> {
+    ) -> Result<Arc<ClientRow>, OAuthError> {
         let id = match (&creds.basic, &creds.form_id) {
             (Some((basic_id, _)), Some(form_id)) if basic_id != form_id => {
                 return Err(OAuthError::InvalidClient(

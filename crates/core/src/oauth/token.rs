@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// The form body of `POST /token`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -117,7 +118,7 @@ impl OAuth {
     async fn exchange_code(
         &self,
         p: &TokenParams,
-        client: &ClientRow,
+        client: &Arc<ClientRow>,
     ) -> Result<TokenResponse, OAuthError> {
         let code = p
             .code
@@ -217,7 +218,7 @@ impl OAuth {
     async fn refresh(
         &self,
         p: &TokenParams,
-        client: &ClientRow,
+        client: &Arc<ClientRow>,
     ) -> Result<TokenResponse, OAuthError> {
         let token = p
             .refresh_token

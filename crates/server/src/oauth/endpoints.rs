@@ -143,7 +143,7 @@ async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     f: &TokenForm,
-) -> Result<(ezforge_core::oauth::model::ClientRow, bool), OAuthResponse> {
+) -> Result<(std::sync::Arc<ezforge_core::oauth::model::ClientRow>, bool), OAuthResponse> {
     let creds = credentials(headers, f.client_id.clone(), f.client_secret.clone())?;
     let basic = creds.basic.is_some();
     let client = state
