@@ -90,12 +90,26 @@ impl SigningKey {
     }
 
     /// Signs `claims` with header `{"alg":"ES256","typ":typ,"kid":…}`.
-    pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, JwtError> {
-        let header = serde_json::json!({"alg": "ES256", "typ": typ, "kid": self.kid});
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| JwtError::Key)?),
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| JwtError::Key)?)
+    /// `claims` is serialized as it is (a struct, or a `Value`): no intermediate `Value` on the
+    /// token endpoint's path.
+    pub fn sign(&self, typ: &str, claims: &impl serde::Serialize) -> Result<String, JwtError> {
+        #[derive(serde::Serialize)]
+        struct Header<'a> {
+            alg: &'static str,
+            typ: &'a str,
+            kid: &'a str,
+        }
+        let header = Header {
+            alg: "ES256",
+            typ,
+            kid: &self.kid,
+        };
+        let mut signing_input =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| JwtError::Key)?);
+        signing_input.push('.');
+        URL_SAFE_NO_PAD.encode_string(
+            serde_json::to_vec(claims).map_err(|_| JwtError::Key)?,
+            &mut signing_input,
         );
         let sig = self
             .pair

@@ -345,8 +345,6 @@ impl OAuth {
             exp: now + self.settings.access_token_ttl_secs,
             gid: grant.id.clone(),
         };
-        let claims =
-            serde_json::to_value(&claims).map_err(|e| OAuthError::Server(e.to_string()))?;
         self.current_key()?
             .sign("at+jwt", &claims)
             .map_err(|e| OAuthError::Server(e.to_string()))
