@@ -262,3 +262,175 @@ impl ByoaVerifier {
         Ok(claims)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The key cache's rules, against a JWKS served from memory: the clock is the test's, the
+    //! tokens' `exp` and `nbf` are checked against real time (as jsonwebtoken does).
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::jwt::SigningKey;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Semaphore;
+
+    const ISSUER: &str = "https://idp.example";
+    const JWKS: &str = "https://idp.example/jwks.json";
+    const RESOURCE: &str = "https://ezforge.example/mcp/s";
+
+    /// Serves whatever keys it holds; counts fetches; when gated, each fetch waits for a permit.
+    struct Jwks {
+        keys: Mutex<Vec<crate::jwt::Jwk>>,
+        fetches: AtomicUsize,
+        gate: Option<Arc<Semaphore>>,
+    }
+
+    #[async_trait::async_trait]
+    impl DocumentFetcher for Jwks {
+        async fn fetch(&self, _: &url::Url) -> Result<Vec<u8>, String> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.map_err(|e| e.to_string())?.forget();
+            }
+            let keys = self.keys.lock().unwrap().clone();
+            Ok(serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap())
+        }
+    }
+
+    fn key(kid: &str) -> SigningKey {
+        SigningKey::generate(kid.into()).unwrap().0
+    }
+
+    fn now() -> i64 {
+        crate::clock::SystemClock.now()
+    }
+
+    /// A token for `RESOURCE`, unique (its `jti`) so that no verified-token cache answers for it.
+    fn token(key: &SigningKey, extra: Value) -> String {
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "aud": RESOURCE, "sub": "u1", "scope": "mcp:read",
+            "exp": now() + 300, "jti": crate::ids::new_id("t"),
+        });
+        if let (Some(c), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        key.sign("at+jwt", &claims).unwrap()
+    }
+
+    fn verifier(
+        keys: Vec<crate::jwt::Jwk>,
+        gate: Option<Arc<Semaphore>>,
+    ) -> (Arc<ByoaVerifier>, Arc<Jwks>, ManualClock) {
+        let jwks = Arc::new(Jwks {
+            keys: Mutex::new(keys),
+            fetches: AtomicUsize::new(0),
+            gate,
+        });
+        let clock = ManualClock::new();
+        let v = Arc::new(ByoaVerifier::new(jwks.clone(), Arc::new(clock.clone())));
+        (v, jwks, clock)
+    }
+
+    async fn verify(v: &Arc<ByoaVerifier>, token: &str) -> Result<ByoaClaims, String> {
+        v.verify(token, ISSUER, JWKS, RESOURCE).await
+    }
+
+    #[tokio::test]
+    async fn a_stale_key_set_keeps_serving_while_one_refresh_runs() {
+        let (k1, k2) = (key("k1"), key("k2"));
+        let gate = Arc::new(Semaphore::new(1));
+        let (v, jwks, clock) = verifier(vec![k1.jwk()], Some(gate.clone()));
+        assert!(verify(&v, &token(&k1, Value::Null)).await.is_ok());
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+        // Past the set's ten minutes, the issuer has rotated to k2, and its JWKS is slow.
+        clock.advance(KEYS_TTL_SECS + 1);
+        *jwks.keys.lock().unwrap() = vec![k2.jwk()];
+        for _ in 0..3 {
+            assert!(
+                verify(&v, &token(&k1, Value::Null)).await.is_ok(),
+                "the stale set answers at once"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            jwks.fetches.load(Ordering::SeqCst),
+            2,
+            "one refresh in flight, not one per request"
+        );
+
+        // The refresh lands: k2 is known without another fetch; k1 is gone, and a token naming
+        // it refetches once (an unknown kid) and is refused.
+        gate.add_permits(1);
+        let mut waited = 0;
+        while v
+            .entry(JWKS)
+            .is_none_or(|e| e.lock().unwrap().fetched_at != clock.now())
+        {
+            waited += 1;
+            assert!(waited < 500, "the background refresh never landed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(verify(&v, &token(&k2, Value::Null)).await.is_ok());
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+        gate.add_permits(10);
+        assert!(verify(&v, &token(&k1, Value::Null)).await.is_err());
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_cool_down() {
+        let (k1, k2) = (key("k1"), key("k2"));
+        let (v, jwks, clock) = verifier(vec![k1.jwk()], None);
+        assert!(verify(&v, &token(&k1, Value::Null)).await.is_ok());
+        let unknown = verify(&v, &token(&k2, Value::Null)).await.unwrap_err();
+        assert!(unknown.contains("no key `k2`"), "{unknown}");
+        assert_eq!(
+            jwks.fetches.load(Ordering::SeqCst),
+            2,
+            "one refetch for the unknown kid"
+        );
+
+        // The issuer publishes k2; within the cool-down nobody fetches again, however many
+        // tokens name it.
+        jwks.keys.lock().unwrap().push(k2.jwk());
+        for _ in 0..5 {
+            assert!(verify(&v, &token(&k2, Value::Null)).await.is_err());
+        }
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+        clock.advance(UNKNOWN_KID_COOLDOWN_SECS);
+        assert!(verify(&v, &token(&k2, Value::Null)).await.is_ok());
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_key_set_keeps_at_most_fifty_keys() {
+        let keys: Vec<SigningKey> = (0..MAX_KEYS + 10).map(|i| key(&format!("k{i}"))).collect();
+        let (v, _, _) = verifier(keys.iter().map(SigningKey::jwk).collect(), None);
+        assert!(verify(&v, &token(&keys[0], Value::Null)).await.is_ok());
+        assert!(
+            verify(&v, &token(&keys[MAX_KEYS - 1], Value::Null))
+                .await
+                .is_ok()
+        );
+        let past = verify(&v, &token(&keys[MAX_KEYS], Value::Null))
+            .await
+            .unwrap_err();
+        assert!(past.contains("no key"), "{past}");
+    }
+
+    #[tokio::test]
+    async fn exp_and_nbf_have_sixty_seconds_of_leeway() {
+        let k1 = key("k1");
+        let (v, _, _) = verifier(vec![k1.jwk()], None);
+        let leeway = LEEWAY_SECS as i64;
+        for (claims, ok) in [
+            (serde_json::json!({"exp": now() - leeway / 2}), true),
+            (serde_json::json!({"exp": now() - leeway - 30}), false),
+            (serde_json::json!({"nbf": now() + leeway / 2}), true),
+            (serde_json::json!({"nbf": now() + leeway + 30}), false),
+        ] {
+            let got = verify(&v, &token(&k1, claims.clone())).await;
+            assert_eq!(got.is_ok(), ok, "{claims}: {got:?}");
+        }
+    }
+}
