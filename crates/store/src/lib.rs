@@ -2,6 +2,7 @@
 //! by default, PostgreSQL for several nodes. One portable set of migrations and queries serves
 //! both (`$N` placeholders, TEXT ids, BIGINT times and flags).
 
+mod checkpointer;
 mod oauth_rows;
 // Its column lists (`refresh_cols!` …) serve `pg_tokens` too.
 #[macro_use]

@@ -155,6 +155,19 @@ impl SqlStore {
         self.direct_tokens().is_some()
     }
 
+    /// WAL checkpoints run by the SQLite checkpoint thread so far (see `checkpointer`), and the
+    /// frames in the WAL and copied at the last one; `None` when there is no such thread (for
+    /// tests and diagnostics).
+    pub fn sqlite_checkpoints(&self) -> Option<(u64, i64, i64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.token_db.as_deref()?.checkpoints()?;
+        Some((
+            stats.runs.load(Relaxed),
+            stats.wal_frames.load(Relaxed),
+            stats.copied_frames.load(Relaxed),
+        ))
+    }
+
     fn direct_tokens(&self) -> Option<&crate::sqlite_tokens::TokenDb> {
         self.token_db.as_deref().filter(|_| may_block())
     }

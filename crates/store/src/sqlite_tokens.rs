@@ -9,10 +9,12 @@
 //! handled in arrival order, which is the order the answers must follow anyway.
 //!
 //! It is a second connection to the same file, beside the pool (WAL mode, `BEGIN IMMEDIATE`
-//! and the busy timeout settle who writes). The semantics are those of the generic SQL in
+//! and the busy timeout settle who writes). Its commits do not checkpoint the WAL: a thread of
+//! its own does, soon after (`checkpointer`). The semantics are those of the generic SQL in
 //! `oauth_sql.rs`, which PostgreSQL and in-memory SQLite use; the store test suite holds both
 //! to the same tests.
 
+use crate::checkpointer::{CheckpointStats, Checkpointer};
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::{IssueRefresh, Renew, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -28,6 +30,9 @@ const GRANT_COLS: &str = "id, user_id, client_id, server_id, resource, scope, cr
 pub(crate) struct TokenDb {
     /// `None` once the store is closed.
     conn: Mutex<Option<Connection>>,
+    /// Checkpoints the WAL off this connection's commits (see `checkpointer`); `None` if it
+    /// could not start, and then this connection checkpoints as SQLite does by default.
+    checkpointer: Option<Checkpointer>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -47,9 +52,33 @@ impl TokenDb {
             "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
         )
         .map_err(backend)?;
+        let checkpointer = match Checkpointer::start(path) {
+            Ok(c) => {
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+                    .map_err(backend)?;
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the SQLite checkpoint thread; the token endpoint's commits will checkpoint the WAL themselves");
+                None
+            }
+        };
         Ok(TokenDb {
             conn: Mutex::new(Some(conn)),
+            checkpointer,
         })
+    }
+
+    /// The checkpoint thread's record, if it runs (for tests and diagnostics).
+    pub(crate) fn checkpoints(&self) -> Option<&CheckpointStats> {
+        self.checkpointer.as_ref().map(Checkpointer::stats)
+    }
+
+    /// After a commit: the WAL it grew is checkpointed soon, off this thread.
+    fn committed(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
@@ -60,6 +89,9 @@ impl TokenDb {
     /// Closes the connection (with the pool, when the store closes).
     pub(crate) fn close(&self) {
         drop(self.slot().take());
+        if let Some(c) = &self.checkpointer {
+            c.stop();
+        }
     }
 
     /// `Store::exchange_codes`, one attempt after another in one transaction.
@@ -124,6 +156,8 @@ impl TokenDb {
             }
         }
         tx.commit().map_err(backend)?;
+        drop(slot);
+        self.committed();
         Ok(uses)
     }
 
@@ -197,6 +231,8 @@ impl TokenDb {
             }
         }
         tx.commit().map_err(backend)?;
+        drop(slot);
+        self.committed();
         Ok(out)
     }
 }

@@ -576,6 +576,39 @@ async fn a_lost_token_connection_is_replaced_before_the_next_batch() {
     assert!(matches!(uses[0], CodeUse::First(_)), "{uses:?}");
 }
 
+/// The token endpoint's SQLite connection does not checkpoint in its commits (two `fsync`s
+/// inside a batch); a thread of its own does, soon after, and copies every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_files_wal_is_checkpointed_off_the_token_connection() {
+    let db = ezforge_testkit::TestDb::sqlite();
+    let store = open(&db.url).await;
+    assert!(store.direct_sqlite_tokens());
+    let (runs, _, _) = store.sqlite_checkpoints().expect("a checkpoint thread");
+    grant_with_codes(&store, 2).await;
+    let uses = store
+        .exchange_codes(&[attempt("code-0", "cli_1", "ch")], 10, &mut |_, _, _| None)
+        .await
+        .unwrap();
+    assert!(matches!(uses[0], CodeUse::First(_)), "{uses:?}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (after, frames, copied) = loop {
+        let now = store.sqlite_checkpoints().expect("a checkpoint thread");
+        if now.0 > runs {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no checkpoint followed the batch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(
+        after > runs && frames > 0 && copied == frames,
+        "{after} runs, {copied} of {frames} frames copied"
+    );
+    store.close().await;
+}
+
 /// On a current-thread runtime a task may not block its thread on SQLite (another task on it may
 /// hold the write lock across an `.await`), so the token batches keep to the pool there.
 #[tokio::test]
