@@ -9,12 +9,12 @@
 //! handled in arrival order, which is the order the answers must follow anyway.
 //!
 //! It is a second connection to the same file, beside the pool (WAL mode, `BEGIN IMMEDIATE`
-//! and the busy timeout settle who writes). Its commits do not checkpoint the WAL: a thread of
-//! its own does, soon after (`checkpointer`). The semantics are those of the generic SQL in
+//! and the busy timeout settle who writes). Its commits checkpoint the WAL only rarely: a
+//! thread of its own does, soon after each (`checkpointer`). The semantics are those of the generic SQL in
 //! `oauth_sql.rs`, which PostgreSQL and in-memory SQLite use; the store test suite holds both
 //! to the same tests.
 
-use crate::checkpointer::{CheckpointStats, Checkpointer};
+use crate::checkpointer::{CheckpointStats, Checkpointer, WRITER_CHECKPOINT_PAGES};
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::{IssueRefresh, Renew, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -54,7 +54,7 @@ impl TokenDb {
         .map_err(backend)?;
         let checkpointer = match Checkpointer::start(path) {
             Ok(c) => {
-                conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+                conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
                     .map_err(backend)?;
                 Some(c)
             }
