@@ -13,46 +13,69 @@
 //! at most every `GAP`; it copies the WAL's pages as they come. A passive checkpoint cannot
 //! finish the WAL while commits keep coming, though: the writer adds frames while it copies,
 //! and the WAL starts again from its beginning only when a write finds every frame copied. A
-//! run with the writer's own checkpoints switched off grew the WAL past 500 MB. So the writer
-//! keeps a checkpoint of its own, at `WRITER_CHECKPOINT_PAGES` (ten times SQLite's default):
-//! in its commit nothing else writes, so it copies what the thread has not copied yet (at
-//! most about `GAP`'s worth), and the next write starts the WAL again.
+//! run with the writer's own checkpoints switched off grew the WAL past 500 MB. So every
+//! connection keeps a checkpoint of its own, at `WRITER_CHECKPOINT_PAGES` (ten times SQLite's
+//! default; the pool's connections too, or with the WAL now often past 1,000 pages their
+//! commits would checkpoint instead). Run by the token connection after its commit, while no
+//! other batch can write, it copies what the thread has not copied yet, and the WAL can start
+//! again.
 //!
-//! Durability is that of `synchronous = NORMAL` in WAL mode, with a bound it lacked before: a
-//! commit's WAL is synced by the checkpoint that follows within `GAP`, not only once 1,000
-//! pages have accumulated.
+//! Durability is that of `synchronous = NORMAL` in WAL mode: a commit is on disk once a
+//! checkpoint has synced the WAL past it, and otherwise survives a crash of the process but
+//! not of the machine.
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The shortest time between two checkpoints. Pages written again and again within it are
 /// copied once; at this endpoint's rates it is about as often as SQLite's own 1,000-page rule.
 const GAP: Duration = Duration::from_millis(100);
 
-/// The writer's own auto-checkpoint, in WAL pages (about 40 MB of 4 KiB pages): the bound on
-/// the WAL under steady writes, reached about twice a second at the token endpoint's peak.
+/// How often a checkpoint that keeps failing is logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The connections' own auto-checkpoint, in WAL pages (about 40 MB of 4 KiB pages): the bound
+/// on the WAL under steady writes, reached about twice a second at the token endpoint's peak.
 pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 
-/// What the thread has done, for tests and diagnostics.
-#[derive(Debug, Default)]
-pub(crate) struct CheckpointStats {
+/// The last checkpoint that ran to the end, for tests and diagnostics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointRecord {
     /// Checkpoints that ran to the end (whether or not readers kept some frames back).
-    pub runs: AtomicU64,
-    /// Frames in the WAL at the last checkpoint, and how many of them it copied.
-    pub wal_frames: AtomicI64,
-    pub copied_frames: AtomicI64,
+    pub runs: u64,
+    /// Frames in the WAL at the last one, and how many of them it copied.
+    pub wal_frames: i64,
+    pub copied_frames: i64,
+    /// How many nudges had come when the last one started: the commits it covers.
+    pub covered: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Set by a nudge, cleared by the thread before it checkpoints: a commit that finds it set
+    /// is covered by a checkpoint still to come, and need not wake the thread.
+    pending: AtomicBool,
+    nudges: AtomicU64,
+    record: Mutex<CheckpointRecord>,
+}
+
+impl Shared {
+    fn record(&self) -> MutexGuard<'_, CheckpointRecord> {
+        // Plain data, whole after every write.
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub(crate) struct Checkpointer {
     /// Dropped to stop the thread.
     wake: Mutex<Option<mpsc::Sender<()>>>,
-    /// Set by a nudge, cleared by the thread before it checkpoints: a commit that finds it set
-    /// is covered by a checkpoint still to come, and need not wake the thread.
-    pending: Arc<AtomicBool>,
-    stats: Arc<CheckpointStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
 }
 
 impl Checkpointer {
@@ -60,29 +83,31 @@ impl Checkpointer {
     pub(crate) fn start(path: &Path) -> Result<Checkpointer, String> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .and_then(|c| {
-                // Its own commits (none) would not checkpoint either; the syncs are NORMAL's.
+                // It never commits; the syncs of its checkpoints are NORMAL's.
                 c.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
                 Ok(c)
             })
             .map_err(|e| e.to_string())?;
         let (wake, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(CheckpointStats::default());
-        let (p, s) = (pending.clone(), stats.clone());
-        std::thread::Builder::new()
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
             .name("ezforge-sqlite-checkpoint".into())
-            .spawn(move || run(conn, rx, &p, &s))
+            .spawn(move || run(conn, rx, &s))
             .map_err(|e| e.to_string())?;
         Ok(Checkpointer {
             wake: Mutex::new(Some(wake)),
-            pending,
-            stats,
+            thread: Mutex::new(Some(thread)),
+            shared,
         })
     }
 
-    /// Called after a commit: a checkpoint follows within `GAP`.
+    /// Called after a commit: a checkpoint that starts after it follows within about `GAP`.
     pub(crate) fn nudge(&self) {
-        if self.pending.swap(true, Ordering::AcqRel) {
+        // Counted before `pending` is looked at: the thread clears `pending` before it reads
+        // the count, so a nudge it does not count finds `pending` clear and wakes it again.
+        self.shared.nudges.fetch_add(1, SeqCst);
+        if self.shared.pending.swap(true, SeqCst) {
             return;
         }
         let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,13 +117,26 @@ impl Checkpointer {
         }
     }
 
-    pub(crate) fn stats(&self) -> &CheckpointStats {
-        &self.stats
+    pub(crate) fn record(&self) -> CheckpointRecord {
+        *self.shared.record()
     }
 
-    /// Stops the thread; it closes its connection after the checkpoint it may be running.
+    /// Nudges so far.
+    #[cfg(test)]
+    fn nudges(&self) -> u64 {
+        self.shared.nudges.load(SeqCst)
+    }
+
+    /// Stops the thread and waits for it: at most the checkpoint it is running. Its connection
+    /// is closed when this returns.
     pub(crate) fn stop(&self) {
         drop(self.wake.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the SQLite checkpoint thread panicked");
+        }
     }
 }
 
@@ -108,32 +146,65 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: Connection, wake: mpsc::Receiver<()>, pending: &AtomicBool, stats: &CheckpointStats) {
-    let mut last: Option<Instant> = None;
-    while wake.recv().is_ok() {
-        if let Some(wait) = last.and_then(|t| GAP.checked_sub(t.elapsed())) {
-            std::thread::sleep(wait);
+/// Waits until `deadline`, letting messages pass; false if the checkpointer was stopped.
+fn wait_until(wake: &mpsc::Receiver<()>, deadline: Instant) -> bool {
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(left) {
+            return false;
         }
-        // Commits from here on nudge again, and get a checkpoint of their own.
-        pending.store(false, Ordering::Release);
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        }) {
-            Ok((busy, frames, copied)) => {
-                if busy == 0 {
-                    stats.runs.fetch_add(1, Ordering::Relaxed);
-                }
-                stats.wal_frames.store(frames, Ordering::Relaxed);
-                stats.copied_frames.store(copied, Ordering::Relaxed);
+    }
+    true
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: `Some((frames in the WAL, frames copied))`, or `None` when
+/// another connection was checkpointing (SQLite reports that as a row, busy = 1).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    let (busy, frames, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    Ok((busy == 0).then_some((frames, copied)))
+}
+
+fn run(conn: Connection, wake: mpsc::Receiver<()>, shared: &Shared) {
+    let mut last: Option<Instant> = None;
+    // A checkpoint that found another running is tried again after `GAP`, nudged or not, so
+    // that the last commits before a quiet spell are not left out.
+    let mut retry = false;
+    let mut warned: Option<Instant> = None;
+    loop {
+        let woken = match retry {
+            true => !matches!(wake.recv_timeout(GAP), Err(RecvTimeoutError::Disconnected)),
+            false => wake.recv().is_ok(),
+        };
+        if !woken || !last.is_none_or(|t| wait_until(&wake, t + GAP)) {
+            return;
+        }
+        // Commits from here on nudge again and get a checkpoint of their own; those counted
+        // below committed before this checkpoint starts.
+        shared.pending.store(false, SeqCst);
+        let covered = shared.nudges.load(SeqCst);
+        retry = false;
+        match checkpoint(&conn) {
+            Ok(Some((wal_frames, copied_frames))) => {
+                let mut record = shared.record();
+                *record = CheckpointRecord {
+                    runs: record.runs + 1,
+                    wal_frames,
+                    copied_frames,
+                    covered,
+                };
             }
-            // Another connection checkpointing at the same time: the next nudge retries.
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            Err(e) => tracing::warn!(error = %e, "checkpointing the SQLite WAL failed"),
+            Ok(None) => retry = true,
+            Err(e) => {
+                if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+                    warned = Some(Instant::now());
+                }
+            }
         }
         last = Some(Instant::now());
     }
@@ -154,11 +225,19 @@ mod tests {
     }
 
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + Duration::from_secs(30);
         while !done() {
             assert!(Instant::now() < until, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits until a checkpoint that started after every nudge so far has run to the end.
+    fn settled(cp: &Checkpointer) -> CheckpointRecord {
+        wait_for("a checkpoint after the last nudge", || {
+            cp.record().covered == cp.nudges()
+        });
+        cp.record()
     }
 
     #[test]
@@ -170,35 +249,31 @@ mod tests {
             conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
                 .expect("insert");
         }
-        assert_eq!(
-            cp.stats().runs.load(Ordering::Relaxed),
-            0,
-            "not before a nudge"
-        );
+        std::thread::sleep(GAP * 2);
+        assert_eq!(cp.record().runs, 0, "not before a nudge");
         cp.nudge();
-        wait_for("a checkpoint", || {
-            cp.stats().runs.load(Ordering::Relaxed) >= 1
-        });
-        let frames = cp.stats().wal_frames.load(Ordering::Relaxed);
+        let first = settled(&cp);
+        assert_eq!(first.runs, 1);
         assert!(
-            frames >= 50,
-            "the WAL held the inserts' pages ({frames} frames)"
+            first.wal_frames >= 50,
+            "the WAL held the inserts' pages ({} frames)",
+            first.wal_frames
         );
-        assert_eq!(cp.stats().copied_frames.load(Ordering::Relaxed), frames);
+        assert_eq!(first.copied_frames, first.wal_frames);
 
         // The next write starts the WAL again from its beginning, and the next checkpoint
         // sees only what was written since.
         conn.execute("INSERT INTO t VALUES (zeroblob(10))", [])
             .expect("insert");
         cp.nudge();
-        wait_for("a second checkpoint", || {
-            cp.stats().runs.load(Ordering::Relaxed) >= 2
-        });
-        let frames = cp.stats().wal_frames.load(Ordering::Relaxed);
+        let second = settled(&cp);
+        assert_eq!(second.runs, 2);
         assert!(
-            (1..10).contains(&frames),
-            "a restarted WAL ({frames} frames)"
+            (1..10).contains(&second.wal_frames),
+            "a restarted WAL ({} frames)",
+            second.wal_frames
         );
+        assert_eq!(second.copied_frames, second.wal_frames);
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .expect("count");
@@ -210,31 +285,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, conn) = wal_db(dir.path());
         let cp = Checkpointer::start(&path).expect("start");
-        let runs = || cp.stats().runs.load(Ordering::Relaxed);
         let start = Instant::now();
         for _ in 0..200 {
             conn.execute("INSERT INTO t VALUES (2)", [])
                 .expect("insert");
             cp.nudge();
         }
-        let burst = start.elapsed();
-        wait_for("the burst's checkpoint", || runs() >= 1);
-        std::thread::sleep(GAP * 3);
-        let after_burst = runs();
-        // One checkpoint per `GAP` while the burst lasted, and one for its last commits.
-        let allowed = 2 + (burst.as_millis() / GAP.as_millis()) as u64;
+        let after_burst = settled(&cp);
+        // One checkpoint per `GAP` from the first nudge until the last one was covered.
+        let allowed = 1 + (start.elapsed().as_millis() / GAP.as_millis()) as u64;
         assert!(
-            after_burst <= allowed,
-            "{after_burst} checkpoints, at most {allowed}"
+            (1..=allowed).contains(&after_burst.runs),
+            "{} checkpoints, at most {allowed}",
+            after_burst.runs
         );
         assert_eq!(
-            cp.stats().copied_frames.load(Ordering::Relaxed),
-            cp.stats().wal_frames.load(Ordering::Relaxed),
+            after_burst.copied_frames, after_burst.wal_frames,
             "the last checkpoint copied every frame"
         );
         // Nudges are not queued up: without commits, no more checkpoints come.
         std::thread::sleep(GAP * 5);
-        assert_eq!(runs(), after_burst);
+        assert_eq!(cp.record(), after_burst);
     }
 
     /// Under steady writes the thread's passive checkpoints never finish the WAL (frames come
@@ -255,7 +326,7 @@ mod tests {
                 .expect("insert");
             cp.nudge();
         }
-        assert!(cp.stats().runs.load(Ordering::Relaxed) >= 1);
+        assert!(settled(&cp).runs >= 1);
         // The WAL file keeps the size it once reached (it is written over, not truncated).
         // 2,000 inserts of most of a page each, never restarted, would be 2,000 frames or more.
         let wal = std::fs::metadata(dir.path().join("db.sqlite-wal"))
@@ -269,14 +340,20 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_checkpointer_lets_go_of_its_thread() {
+    fn a_stopped_checkpointer_has_ended_its_thread_and_ignores_nudges() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (path, _conn) = wal_db(dir.path());
+        let (path, conn) = wal_db(dir.path());
         let cp = Checkpointer::start(&path).expect("start");
+        conn.execute("INSERT INTO t VALUES (1)", [])
+            .expect("insert");
+        cp.nudge();
         cp.stop();
-        // Nudges after a stop are ignored rather than queued for nobody.
+        assert!(cp.thread.lock().expect("lock").is_none(), "joined");
+        let stopped = cp.record();
+        conn.execute("INSERT INTO t VALUES (2)", [])
+            .expect("insert");
         cp.nudge();
-        cp.nudge();
-        assert!(cp.wake.lock().expect("lock").is_none());
+        std::thread::sleep(GAP * 3);
+        assert_eq!(cp.record(), stopped);
     }
 }

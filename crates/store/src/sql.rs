@@ -100,6 +100,14 @@ impl SqlStore {
                     if is_sqlite {
                         conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
                             .await?;
+                        // See `checkpointer`: with the WAL often past SQLite's default of
+                        // 1,000 pages, the pool's commits would checkpoint in requests.
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA wal_autocheckpoint = {}",
+                            crate::checkpointer::WRITER_CHECKPOINT_PAGES
+                        )))
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })
@@ -159,13 +167,8 @@ impl SqlStore {
     /// frames in the WAL and copied at the last one; `None` when there is no such thread (for
     /// tests and diagnostics).
     pub fn sqlite_checkpoints(&self) -> Option<(u64, i64, i64)> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let stats = self.token_db.as_deref()?.checkpoints()?;
-        Some((
-            stats.runs.load(Relaxed),
-            stats.wal_frames.load(Relaxed),
-            stats.copied_frames.load(Relaxed),
-        ))
+        let r = self.token_db.as_deref()?.checkpoints()?;
+        Some((r.runs, r.wal_frames, r.copied_frames))
     }
 
     fn direct_tokens(&self) -> Option<&crate::sqlite_tokens::TokenDb> {

@@ -14,7 +14,7 @@
 //! `oauth_sql.rs`, which PostgreSQL and in-memory SQLite use; the store test suite holds both
 //! to the same tests.
 
-use crate::checkpointer::{CheckpointStats, Checkpointer, WRITER_CHECKPOINT_PAGES};
+use crate::checkpointer::{CheckpointRecord, Checkpointer, WRITER_CHECKPOINT_PAGES};
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::{IssueRefresh, Renew, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -70,8 +70,8 @@ impl TokenDb {
     }
 
     /// The checkpoint thread's record, if it runs (for tests and diagnostics).
-    pub(crate) fn checkpoints(&self) -> Option<&CheckpointStats> {
-        self.checkpointer.as_ref().map(Checkpointer::stats)
+    pub(crate) fn checkpoints(&self) -> Option<CheckpointRecord> {
+        self.checkpointer.as_ref().map(Checkpointer::record)
     }
 
     /// After a commit: the WAL it grew is checkpointed soon, off this thread.

@@ -655,7 +655,8 @@ ezforge_testkit::backend_tests! {
                 let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(store.pool()).await.unwrap();
                 let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
                 let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(store.pool()).await.unwrap();
-                assert_eq!((fk, sync, busy), (1, 1, 5000), "foreign_keys on, synchronous NORMAL, busy_timeout 5 s");
+                let ckpt: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(store.pool()).await.unwrap();
+                assert_eq!((fk, sync, busy, ckpt), (1, 1, 5000, 10_000), "foreign_keys on, synchronous NORMAL, busy_timeout 5 s, checkpoints at 10,000 pages");
             }
         }
     }
