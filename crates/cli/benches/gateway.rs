@@ -520,7 +520,11 @@ fn start_ezforge(data: &Path, extra: &[&str]) -> (Proc, String) {
         .arg("--data-dir")
         .arg(data)
         .args(extra)
-        .env("EZFORGE_LOG", "warn")
+        // BENCH_EZFORGE_LOG (say `sqlx::query=debug`) shows what the instances do under load.
+        .env(
+            "EZFORGE_LOG",
+            std::env::var("BENCH_EZFORGE_LOG").unwrap_or_else(|_| "warn".to_string()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

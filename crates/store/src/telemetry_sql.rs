@@ -62,6 +62,54 @@ impl Assembled {
     }
 }
 
+/// Rows per multi-row upsert: 3,000 bound values at most, well inside both SQLite's
+/// (32,766) and PostgreSQL's (65,535) limits.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `head VALUES ($1, …, $columns), (…), … tail` for `rows` rows: placeholders only, so
+/// the text never holds a value. Such statements are not kept prepared (`persistent(false)`):
+/// each row count is a different text, and preparing one costs less than a cache churning.
+fn upsert(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6 + 16);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
+/// The rows with equal keys folded into one (first-seen order kept): PostgreSQL refuses an
+/// `ON CONFLICT DO UPDATE` that would touch one row twice in a statement.
+fn merged<'a, T: Clone, K: Ord>(
+    rows: &'a [T],
+    key: impl Fn(&'a T) -> K,
+    fold: impl Fn(&mut T, &T),
+) -> Vec<T> {
+    let mut at: std::collections::BTreeMap<K, usize> = std::collections::BTreeMap::new();
+    let mut out: Vec<T> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(&key(row)) {
+            Some(&i) => fold(&mut out[i], row),
+            None => {
+                at.insert(key(row), out.len());
+                out.push(row.clone());
+            }
+        }
+    }
+    out
+}
+
 fn audit_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
     let kind: String = r.try_get("actor_kind")?;
     let environment: Option<String> = r.try_get("environment")?;
@@ -105,71 +153,121 @@ impl TelemetryStore for SqlStore {
             .await
             .map_err(backend)?;
         }
-        for s in &batch.stats {
-            sqlx::query(
-                "INSERT INTO request_stats (server_id, minute, tool, requests, errors, denials)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (server_id, minute, tool) DO UPDATE SET
+        // The roll-ups as multi-row upserts: one statement per table and batch, not one per
+        // row. A batch under load carries dozens of latency buckets, and every statement is a
+        // round trip (to SQLite's worker thread, or over the network to PostgreSQL) that the
+        // serving threads' cores paid for.
+        for rows in merged(
+            &batch.stats,
+            |s| (&s.server_id, s.minute, &s.tool),
+            |a, b| {
+                a.requests += b.requests;
+                a.errors += b.errors;
+                a.denials += b.denials;
+            },
+        )
+        .chunks(ROWS_PER_INSERT)
+        {
+            let sql = upsert(
+                "INSERT INTO request_stats (server_id, minute, tool, requests, errors, denials)",
+                6,
+                rows.len(),
+                "ON CONFLICT (server_id, minute, tool) DO UPDATE SET
                    requests = request_stats.requests + excluded.requests,
                    errors = request_stats.errors + excluded.errors,
                    denials = request_stats.denials + excluded.denials",
-            )
-            .bind(s.server_id.as_str())
-            .bind(s.minute)
-            .bind(s.tool.as_str())
-            .bind(s.requests)
-            .bind(s.errors)
-            .bind(s.denials)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for s in rows {
+                q = q
+                    .bind(s.server_id.as_str())
+                    .bind(s.minute)
+                    .bind(s.tool.as_str())
+                    .bind(s.requests)
+                    .bind(s.errors)
+                    .bind(s.denials);
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
         }
-        for l in &batch.latency {
-            sqlx::query(
-                "INSERT INTO request_latency (server_id, minute, tool, bucket, count)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (server_id, minute, tool, bucket) DO UPDATE SET
+        for rows in merged(
+            &batch.latency,
+            |l| (&l.server_id, l.minute, &l.tool, l.bucket),
+            |a, b| a.count += b.count,
+        )
+        .chunks(ROWS_PER_INSERT)
+        {
+            let sql = upsert(
+                "INSERT INTO request_latency (server_id, minute, tool, bucket, count)",
+                5,
+                rows.len(),
+                "ON CONFLICT (server_id, minute, tool, bucket) DO UPDATE SET
                    count = request_latency.count + excluded.count",
-            )
-            .bind(l.server_id.as_str())
-            .bind(l.minute)
-            .bind(l.tool.as_str())
-            .bind(l.bucket)
-            .bind(l.count)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for l in rows {
+                q = q
+                    .bind(l.server_id.as_str())
+                    .bind(l.minute)
+                    .bind(l.tool.as_str())
+                    .bind(l.bucket)
+                    .bind(l.count);
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
         }
-        for u in &batch.usage {
-            sqlx::query(
-                "INSERT INTO usage_daily (project_id, environment, day, requests, tool_calls)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (project_id, environment, day) DO UPDATE SET
+        // Usage can name a day twice: the writer adds the deltas of records it had to drop
+        // (see `RequestLog`) beside the batch's own.
+        for rows in merged(
+            &batch.usage,
+            |u| (&u.project_id, u.environment, &u.day),
+            |a, b| {
+                a.requests += b.requests;
+                a.tool_calls += b.tool_calls;
+            },
+        )
+        .chunks(ROWS_PER_INSERT)
+        {
+            let sql = upsert(
+                "INSERT INTO usage_daily (project_id, environment, day, requests, tool_calls)",
+                5,
+                rows.len(),
+                "ON CONFLICT (project_id, environment, day) DO UPDATE SET
                    requests = usage_daily.requests + excluded.requests,
                    tool_calls = usage_daily.tool_calls + excluded.tool_calls",
-            )
-            .bind(u.project_id.as_str())
-            .bind(u.environment.as_str())
-            .bind(u.day.as_str())
-            .bind(u.requests)
-            .bind(u.tool_calls)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for u in rows {
+                q = q
+                    .bind(u.project_id.as_str())
+                    .bind(u.environment.as_str())
+                    .bind(u.day.as_str())
+                    .bind(u.requests)
+                    .bind(u.tool_calls);
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
         }
-        for a in &batch.actors {
-            sqlx::query(
-                "INSERT INTO usage_actors (project_id, environment, day, kind, actor)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(a.project_id.as_str())
-            .bind(a.environment.as_str())
-            .bind(a.day.as_str())
-            .bind(a.kind)
-            .bind(a.actor.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        for rows in merged(
+            &batch.actors,
+            |a| (&a.project_id, a.environment, &a.day, a.kind, &a.actor),
+            |_, _| {},
+        )
+        .chunks(ROWS_PER_INSERT)
+        {
+            let sql = upsert(
+                "INSERT INTO usage_actors (project_id, environment, day, kind, actor)",
+                5,
+                rows.len(),
+                "ON CONFLICT DO NOTHING",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for a in rows {
+                q = q
+                    .bind(a.project_id.as_str())
+                    .bind(a.environment.as_str())
+                    .bind(a.day.as_str())
+                    .bind(a.kind)
+                    .bind(a.actor.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }

@@ -116,6 +116,46 @@ ezforge_testkit::backend_tests! {
         assert_eq!(store.month_requests("prj_1", "2026-11").await.unwrap(), 4);
     }
 
+    /// A batch is written as multi-row upserts, several statements per table when it is large;
+    /// rows that name the same key twice (usage from dropped records beside the batch's own)
+    /// are summed, which PostgreSQL would otherwise refuse within one statement.
+    async fn large_batches_and_repeated_keys_add_up(db) {
+        use ezforge_core::telemetry::{ActorRow, LatencyDelta, StatDelta, UsageDelta};
+        let store = SqlStore::open(&db.url, 4).await.unwrap();
+        let minute = T / 60_000;
+        let stat = |tool: &str, requests| StatDelta { server_id: "srv_1".into(), minute, tool: tool.into(), requests, errors: 1, denials: 0 };
+        // 1,201 buckets: three statements of at most 500 rows.
+        let latency: Vec<LatencyDelta> = (0..1_201).map(|b| LatencyDelta { server_id: "srv_1".into(), minute, tool: "echo".into(), bucket: b, count: b + 1 }).collect();
+        let usage = |requests| UsageDelta { project_id: "prj_1".into(), environment: Environment::Live, day: "2026-11-26".into(), requests, tool_calls: requests / 2 };
+        let actor = |who: &str| ActorRow { project_id: "prj_1".into(), environment: Environment::Live, day: "2026-11-26".into(), kind: "client", actor: who.into() };
+        let batch = TelemetryBatch {
+            records: Vec::new(),
+            stats: vec![stat("echo", 3), stat("", 1), stat("echo", 4)],
+            latency: latency.iter().chain(&latency[..2]).cloned().collect(),
+            usage: vec![usage(10), usage(6)],
+            actors: vec![actor("a"), actor("b"), actor("a")],
+        };
+        store.write_telemetry(&batch).await.unwrap();
+        // And again: every row now exists, so each upsert takes its update branch.
+        store.write_telemetry(&batch).await.unwrap();
+
+        let stats = store.stat_sums("srv_1", minute, minute + 1, 1).await.unwrap();
+        let echo = stats.iter().find(|s| s.tool == "echo").unwrap();
+        assert_eq!((echo.requests, echo.errors), (14, 4));
+        let none = stats.iter().find(|s| s.tool.is_empty()).unwrap();
+        assert_eq!((none.requests, none.errors), (2, 2));
+        let mut sums = store.latency_sums("srv_1", minute, minute + 1, 1).await.unwrap();
+        sums.sort_by_key(|l| l.bucket);
+        assert_eq!(sums.len(), 1_201);
+        // Buckets 0 and 1 were named twice in each batch.
+        let expected = |b: i64| 2 * (b + 1) * if b < 2 { 2 } else { 1 };
+        for l in &sums {
+            assert_eq!(l.count, expected(l.bucket), "bucket {}", l.bucket);
+        }
+        let days = store.usage_days("prj_1", None, "2026-11-26", "2026-11-26").await.unwrap();
+        assert_eq!((days[0].requests, days[0].tool_calls, days[0].clients), (32, 16, 2));
+    }
+
     /// Pages walk chunks whose times overlap (batches from several nodes) and still come out
     /// in exact (time, id) order, each record once.
     async fn pages_across_overlapping_chunks_are_exact(db) {
