@@ -6,7 +6,7 @@
 //! (c) HAProxy with `jwt_verify` on the same ES256 token,
 //! (d) ezForge's gateway: token check, scope check, forwarding (and (e), its request log off),
 //! (f) a bare hyper proxy with no checks at all, served the way ezForge serves (per-core
-//!     threads, a hyper client per thread): what hyper itself costs on this machine.
+//!     threads, each with its own upstream connections): what hyper itself costs on this machine.
 //!
 //! A second table splits the CPU of each measured run per request between wrk, HAProxy (the
 //! upstream, and the proxy in (b) and (c)), ezForge and this process (the bare proxy of (f)),
@@ -538,62 +538,61 @@ fn start_ezforge(data: &Path, extra: &[&str]) -> (Proc, String) {
 }
 
 /// A proxy that forwards every request to `upstream` and does nothing else, on per-core
-/// threads with a hyper client each, like ezForge's serving threads. Returns its address.
+/// threads with the upstream connections ezForge's serving threads use (`upstream_conns`).
+/// Returns its address.
 fn bare_proxy(upstream: &str) -> std::net::SocketAddr {
+    use ezforge_server::upstream_conns::{self, Target};
     use http_body_util::{BodyExt, Full};
     use hyper::body::{Bytes, Incoming};
-    use hyper_util::client::legacy::{Client, connect::HttpConnector};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    type Upstream = Client<HttpConnector, Full<Bytes>>;
+    use hyper_util::rt::TokioIo;
 
     async fn forward(
-        client: Upstream,
-        upstream: hyper::Uri,
+        target: std::sync::Arc<Target>,
         req: hyper::Request<Incoming>,
     ) -> Result<hyper::Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await?.to_bytes();
-        let mut out = hyper::Request::builder().method(parts.method).uri(upstream);
+        let mut out = hyper::Request::builder()
+            .method(parts.method)
+            .uri(target.path.clone())
+            .header("host", target.host.clone());
         for name in ["content-type", "accept"] {
             if let Some(v) = parts.headers.get(name) {
                 out = out.header(name, v);
             }
         }
-        let resp = client.request(out.body(Full::new(body))?).await?;
+        let (resp, lease) = upstream_conns::send(&target, out.body(body.into())?).await?;
         let (parts, body) = resp.into_parts();
-        Ok(hyper::Response::from_parts(
-            parts,
-            Full::new(body.collect().await?.to_bytes()),
-        ))
+        let body = body.collect().await?.to_bytes();
+        lease.release();
+        Ok(hyper::Response::from_parts(parts, Full::new(body)))
     }
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let upstream: hyper::Uri = upstream.parse().expect("upstream uri");
+    let target = std::sync::Arc::new(
+        Target::of(&upstream.parse().expect("upstream uri")).expect("a plain-HTTP upstream"),
+    );
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut senders = Vec::new();
     for _ in 0..threads {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
         senders.push(tx);
-        let upstream = upstream.clone();
+        let target = target.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
                 while let Some(stream) = rx.recv().await {
                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                         continue;
                     };
-                    let (client, upstream) = (client.clone(), upstream.clone());
+                    let target = target.clone();
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            forward(client.clone(), upstream.clone(), req)
-                        });
+                        let service =
+                            hyper::service::service_fn(move |req| forward(target.clone(), req));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;

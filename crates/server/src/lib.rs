@@ -17,6 +17,7 @@ pub mod pages;
 pub mod prometheus;
 pub mod routes;
 pub mod upstream;
+pub mod upstream_conns;
 
 pub use app::{RunningServer, StartError, start};
 pub use config::ServerConfig;

@@ -8,6 +8,7 @@ use crate::auth::bearer_token;
 use crate::error::ApiError;
 use crate::routes::AppState;
 use crate::upstream;
+use crate::upstream_conns::{self, Lease, LeasedBody};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -76,6 +77,9 @@ fn upstream_uri(url: &str) -> Result<axum::http::Uri, String> {
 /// Where a deployment's traffic goes, ready to use.
 pub struct Upstream {
     pub uri: axum::http::Uri,
+    /// For a plain-HTTP upstream: its connections are this node's own (`upstream_conns`);
+    /// HTTPS upstreams go through hyper-util's client, which does TLS and HTTP/2.
+    pub plain: Option<upstream_conns::Target>,
     /// The deployment's own headers (credentials), decrypted.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -90,7 +94,11 @@ impl Upstream {
             let value = HeaderValue::try_from(value.as_str()).map_err(|e| e.to_string())?;
             headers.push((name, value));
         }
-        Ok(Upstream { uri, headers })
+        Ok(Upstream {
+            plain: upstream_conns::Target::of(&uri),
+            uri,
+            headers,
+        })
     }
 }
 
@@ -723,9 +731,7 @@ async fn forward(
             identity
         }
     };
-    let mut outgoing = HeaderMap::with_capacity(8 + upstream.headers.len());
-    // No `Host` here: hyper's client adds it on HTTP/1 connections only (an HTTP/2 upstream
-    // gets `:authority`, and some refuse a request that carries both).
+    let mut outgoing = HeaderMap::with_capacity(9 + upstream.headers.len());
     outgoing.insert(
         header::USER_AGENT,
         HeaderValue::from_static(upstream::USER_AGENT),
@@ -740,16 +746,32 @@ async fn forward(
     for (name, value) in &upstream.headers {
         outgoing.append(name.clone(), value.clone());
     }
+    // `Host`: the deployment's own if it stores one. Else, on a plain-HTTP upstream, the
+    // upstream's host; through hyper-util's client (HTTPS), none here: it adds one on HTTP/1
+    // connections only (an HTTP/2 upstream gets `:authority`, and some refuse both).
+    if let Some(plain) = &upstream.plain {
+        outgoing
+            .entry(header::HOST)
+            .or_insert_with(|| plain.host.clone());
+    }
     // Inserted last, replacing any value, so that neither the client nor a stored header can
     // forge them.
     identity.set(&mut outgoing);
     let mut req = axum::http::Request::new(body.map(Body::from).unwrap_or_else(Body::empty));
     *req.method_mut() = method;
-    *req.uri_mut() = upstream.uri.clone();
+    *req.uri_mut() = match &upstream.plain {
+        Some(plain) => plain.path.clone(),
+        None => upstream.uri.clone(),
+    };
     *req.headers_mut() = outgoing;
-    let client = match upstream::gateway_client() {
-        Ok(c) => c,
-        Err(e) => {
+    // The deployment's timeout covers the answer's head and every answer read whole below; a
+    // body passed through as it arrives (SSE, large answers) is the client's to wait for.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(deployment.timeout_ms.max(100) as u64);
+    let (resp, lease) = match send(upstream, req, deadline).await {
+        Ok(sent) => sent,
+        Err(Unsent::Late) => return too_late(),
+        Err(Unsent::Client(e)) => {
             tracing::error!(error = %e, "the gateway's upstream client cannot be set up");
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
@@ -758,15 +780,8 @@ async fn forward(
                 "the gateway cannot reach upstream MCP servers",
             );
         }
-    };
-    // The deployment's timeout covers the answer's head and every answer read whole below; a
-    // body passed through as it arrives (SSE, large answers) is the client's to wait for.
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(deployment.timeout_ms.max(100) as u64);
-    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
-        Err(_) => return too_late(),
-        Ok(Err(e)) => {
-            tracing::warn!(deployment_id = %deployment.id, error = %upstream::root_cause(&e), "upstream unreachable");
+        Err(Unsent::Unreachable(cause)) => {
+            tracing::warn!(deployment_id = %deployment.id, error = %cause, "upstream unreachable");
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 Value::Null,
@@ -774,7 +789,6 @@ async fn forward(
                 "the upstream MCP server cannot be reached",
             );
         }
-        Ok(Ok(resp)) => resp,
     };
     let (parts, incoming) = resp.into_parts();
     let mut kept = HeaderMap::with_capacity(FORWARDED_RESPONSE_HEADERS.len() + 4);
@@ -792,7 +806,7 @@ async fn forward(
     let body = match filter {
         // A JSON answer to tools/list is small: read it whole, filter, send.
         Some(filter) if !is_sse && parts.status.is_success() => {
-            let bytes = match whole(incoming, deadline).await {
+            let bytes = match whole(incoming, lease, deadline).await {
                 Ok(bytes) => bytes,
                 Err(cut) => return cut.response(),
             };
@@ -804,22 +818,67 @@ async fn forward(
                 None => Body::from(bytes),
             }
         }
-        Some(filter) if is_sse => filter.sse(Body::new(incoming).into_data_stream()),
+        Some(filter) if is_sse => filter.sse(streamed(incoming, lease).into_data_stream()),
         // A small JSON answer of known length: read whole, so it goes out as one body of known
         // size (no stream to poll, and the request log knows its size at once).
         _ if !is_sse && length.is_some_and(|n| n <= SMALL_ANSWER) => {
-            match whole(incoming, deadline).await {
+            match whole(incoming, lease, deadline).await {
                 Ok(bytes) => Body::from(bytes),
                 Err(cut) => return cut.response(),
             }
         }
         // Passed through as it arrives: SSE events reach the client without buffering.
-        _ => Body::new(incoming),
+        _ => streamed(incoming, lease),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = parts.status;
     *resp.headers_mut() = kept;
     resp
+}
+
+/// Why a request did not reach the upstream.
+enum Unsent {
+    /// No answer's head by the deployment's deadline.
+    Late,
+    /// The gateway's HTTPS client could not be built (its trust store).
+    Client(String),
+    Unreachable(String),
+}
+
+/// Sends to the upstream: a plain-HTTP one on this thread's own connections, an HTTPS one
+/// through hyper-util's client. The lease, when there is one, gives the connection back once
+/// the answer has been read.
+async fn send(
+    upstream: &Upstream,
+    req: axum::http::Request<Body>,
+    deadline: tokio::time::Instant,
+) -> Result<(hyper::Response<hyper::body::Incoming>, Option<Lease>), Unsent> {
+    let unreachable = |e: &dyn std::error::Error| Unsent::Unreachable(upstream::root_cause(e));
+    match &upstream.plain {
+        Some(plain) => {
+            match tokio::time::timeout_at(deadline, upstream_conns::send(plain, req)).await {
+                Err(_) => Err(Unsent::Late),
+                Ok(Err(e)) => Err(unreachable(&e)),
+                Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+            }
+        }
+        None => {
+            let client = upstream::gateway_client().map_err(Unsent::Client)?;
+            match tokio::time::timeout_at(deadline, client.request(req)).await {
+                Err(_) => Err(Unsent::Late),
+                Ok(Err(e)) => Err(unreachable(&e)),
+                Ok(Ok(resp)) => Ok((resp, None)),
+            }
+        }
+    }
+}
+
+/// An answer passed on as it arrives, its connection given back at its end.
+fn streamed(incoming: hyper::body::Incoming, lease: Option<Lease>) -> Body {
+    match lease {
+        Some(lease) => Body::new(LeasedBody::new(incoming, lease)),
+        None => Body::new(incoming),
+    }
 }
 
 /// Why an upstream answer could not be read whole.
@@ -854,11 +913,21 @@ impl Cut {
 /// Reads an answer whole, by `deadline` and up to `MAX_BODY`: an upstream that sends its
 /// head and then stalls, or streams without end, must not hold the client (or the gateway's
 /// memory) past its deployment's timeout.
-async fn whole(body: hyper::body::Incoming, deadline: tokio::time::Instant) -> Result<Bytes, Cut> {
+/// A connection whose answer was read whole goes back to be reused.
+async fn whole(
+    body: hyper::body::Incoming,
+    lease: Option<Lease>,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Cut> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match tokio::time::timeout_at(deadline, http_body_util::BodyExt::collect(limited)).await {
         Err(_) => Err(Cut::Late),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => {
+            if let Some(lease) = lease {
+                lease.release();
+            }
+            Ok(collected.to_bytes())
+        }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Cut::TooLarge),
         Ok(Err(_)) => Err(Cut::BrokeOff),
     }
