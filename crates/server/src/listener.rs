@@ -177,6 +177,14 @@ async fn worker(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(header_read_timeout);
+    // This thread's idle upstream connections are closed once unused for a minute.
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(crate::upstream_conns::SWEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            crate::upstream_conns::sweep();
+        }
+    });
     while let Some((stream, peer)) = connections.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,

@@ -85,7 +85,12 @@ pub fn seal_headers(
     if headers.is_empty() {
         return Ok(None);
     }
+    let mut seen = std::collections::BTreeSet::new();
     for (k, v) in headers {
+        // Header names are case-insensitive: `Host` and `host` would be sent as two.
+        if !seen.insert(k.to_ascii_lowercase()) {
+            return Err(format!("`{k}` is given twice (header names ignore case)"));
+        }
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
             || reqwest::header::HeaderValue::from_str(v).is_err()
         {
@@ -250,6 +255,12 @@ mod tests {
             ),
             ("host".to_string(), "internal.example".to_string()),
         ]);
+        let twice = BTreeMap::from([
+            ("Host".to_string(), "a.example".to_string()),
+            ("host".to_string(), "b.example".to_string()),
+        ]);
+        let err = seal_headers(&master, &twice).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
         let sealed = seal_headers(&master, &headers).unwrap();
         assert_eq!(open_headers(&master, sealed.as_deref()).unwrap(), headers);
     }

@@ -99,11 +99,13 @@ ezforge_testkit::backend_tests! {
         let short = t.as_session(&owner).create_key("p1", &req).await.unwrap();
         assert!(short.key.expires_at.is_some());
         assert!(t.as_key(&short.secret).list_projects().await.is_ok());
-        t.clock.advance(3601);
+        // The expiry was set from the real time, which has moved on since the test clock's
+        // start (seconds, on a loaded machine): well past it.
+        t.clock.advance(3_700);
         expect_err(t.as_key(&short.secret).list_projects().await, 401, ErrorCode::ApiKeyExpired);
         // An expiry in the past is refused at creation.
         let past = CreateApiKeyRequest { expires_at: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)), ..req };
-        t.clock.advance(-3601);
+        t.clock.advance(-3_700);
         expect_err(t.as_session(&owner).create_key("p1", &past).await, 400, ErrorCode::InvalidRequest);
     }
 
