@@ -89,6 +89,30 @@ fn upsert(head: &str, columns: usize, rows: usize, tail: &str) -> String {
     sql
 }
 
+/// A query on the `Any` driver, its values bound.
+type AnyQuery = sqlx::query::Query<'static, sqlx::Any, AnyArguments>;
+
+/// Writes `rows` as multi-row upserts of at most `ROWS_PER_INSERT` rows each; `bind` binds
+/// one row's `columns` values, in the order of `head`'s columns.
+async fn upsert_all<T: Sync>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[T],
+    head: &str,
+    columns: usize,
+    tail: &str,
+    bind: impl Fn(AnyQuery, &T) -> AnyQuery + Send + Sync,
+) -> StoreResult<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = upsert(head, columns, chunk.len(), tail);
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for row in chunk {
+            q = bind(q, row);
+        }
+        q.execute(&mut **tx).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// The rows with equal keys folded into one (first-seen order kept): PostgreSQL refuses an
 /// `ON CONFLICT DO UPDATE` that would touch one row twice in a statement.
 fn merged<'a, T: Clone, K: Ord>(
@@ -157,7 +181,7 @@ impl TelemetryStore for SqlStore {
         // row. A batch under load carries dozens of latency buckets, and every statement is a
         // round trip (to SQLite's worker thread, or over the network to PostgreSQL) that the
         // serving threads' cores paid for.
-        for rows in merged(
+        let stats = merged(
             &batch.stats,
             |s| (&s.server_id, s.minute, &s.tool),
             |a, b| {
@@ -165,110 +189,94 @@ impl TelemetryStore for SqlStore {
                 a.errors += b.errors;
                 a.denials += b.denials;
             },
-        )
-        .chunks(ROWS_PER_INSERT)
-        {
-            let sql = upsert(
-                "INSERT INTO request_stats (server_id, minute, tool, requests, errors, denials)",
-                6,
-                rows.len(),
-                "ON CONFLICT (server_id, minute, tool) DO UPDATE SET
-                   requests = request_stats.requests + excluded.requests,
-                   errors = request_stats.errors + excluded.errors,
-                   denials = request_stats.denials + excluded.denials",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for s in rows {
-                q = q
-                    .bind(s.server_id.as_str())
+        );
+        upsert_all(
+            &mut tx,
+            &stats,
+            "INSERT INTO request_stats (server_id, minute, tool, requests, errors, denials)",
+            6,
+            "ON CONFLICT (server_id, minute, tool) DO UPDATE SET
+               requests = request_stats.requests + excluded.requests,
+               errors = request_stats.errors + excluded.errors,
+               denials = request_stats.denials + excluded.denials",
+            |q, s| {
+                q.bind(s.server_id.as_str())
                     .bind(s.minute)
                     .bind(s.tool.as_str())
                     .bind(s.requests)
                     .bind(s.errors)
-                    .bind(s.denials);
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
-        }
-        for rows in merged(
+                    .bind(s.denials)
+            },
+        )
+        .await?;
+        let latency = merged(
             &batch.latency,
             |l| (&l.server_id, l.minute, &l.tool, l.bucket),
             |a, b| a.count += b.count,
-        )
-        .chunks(ROWS_PER_INSERT)
-        {
-            let sql = upsert(
-                "INSERT INTO request_latency (server_id, minute, tool, bucket, count)",
-                5,
-                rows.len(),
-                "ON CONFLICT (server_id, minute, tool, bucket) DO UPDATE SET
-                   count = request_latency.count + excluded.count",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for l in rows {
-                q = q
-                    .bind(l.server_id.as_str())
+        );
+        upsert_all(
+            &mut tx,
+            &latency,
+            "INSERT INTO request_latency (server_id, minute, tool, bucket, count)",
+            5,
+            "ON CONFLICT (server_id, minute, tool, bucket) DO UPDATE SET
+               count = request_latency.count + excluded.count",
+            |q, l| {
+                q.bind(l.server_id.as_str())
                     .bind(l.minute)
                     .bind(l.tool.as_str())
                     .bind(l.bucket)
-                    .bind(l.count);
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
-        }
+                    .bind(l.count)
+            },
+        )
+        .await?;
         // Usage can name a day twice: the writer adds the deltas of records it had to drop
         // (see `RequestLog`) beside the batch's own.
-        for rows in merged(
+        let usage = merged(
             &batch.usage,
             |u| (&u.project_id, u.environment, &u.day),
             |a, b| {
                 a.requests += b.requests;
                 a.tool_calls += b.tool_calls;
             },
-        )
-        .chunks(ROWS_PER_INSERT)
-        {
-            let sql = upsert(
-                "INSERT INTO usage_daily (project_id, environment, day, requests, tool_calls)",
-                5,
-                rows.len(),
-                "ON CONFLICT (project_id, environment, day) DO UPDATE SET
-                   requests = usage_daily.requests + excluded.requests,
-                   tool_calls = usage_daily.tool_calls + excluded.tool_calls",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for u in rows {
-                q = q
-                    .bind(u.project_id.as_str())
+        );
+        upsert_all(
+            &mut tx,
+            &usage,
+            "INSERT INTO usage_daily (project_id, environment, day, requests, tool_calls)",
+            5,
+            "ON CONFLICT (project_id, environment, day) DO UPDATE SET
+               requests = usage_daily.requests + excluded.requests,
+               tool_calls = usage_daily.tool_calls + excluded.tool_calls",
+            |q, u| {
+                q.bind(u.project_id.as_str())
                     .bind(u.environment.as_str())
                     .bind(u.day.as_str())
                     .bind(u.requests)
-                    .bind(u.tool_calls);
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
-        }
-        for rows in merged(
+                    .bind(u.tool_calls)
+            },
+        )
+        .await?;
+        let actors = merged(
             &batch.actors,
             |a| (&a.project_id, a.environment, &a.day, a.kind, &a.actor),
             |_, _| {},
-        )
-        .chunks(ROWS_PER_INSERT)
-        {
-            let sql = upsert(
-                "INSERT INTO usage_actors (project_id, environment, day, kind, actor)",
-                5,
-                rows.len(),
-                "ON CONFLICT DO NOTHING",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for a in rows {
-                q = q
-                    .bind(a.project_id.as_str())
+        );
+        upsert_all(
+            &mut tx,
+            &actors,
+            "INSERT INTO usage_actors (project_id, environment, day, kind, actor)",
+            5,
+            "ON CONFLICT DO NOTHING",
+            |q, a| {
+                q.bind(a.project_id.as_str())
                     .bind(a.environment.as_str())
                     .bind(a.day.as_str())
                     .bind(a.kind)
-                    .bind(a.actor.as_str());
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
-        }
+                    .bind(a.actor.as_str())
+            },
+        )
+        .await?;
         tx.commit().await.map_err(backend)
     }
 
