@@ -391,13 +391,15 @@ fn main() {
     let mut runs: Vec<Vec<Wrk>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
-        for (i, (_, target)) in targets.iter().enumerate() {
+        for (i, (name, target)) in targets.iter().enumerate() {
             let token = if target.starts_with(&url_off) {
                 &token_off
             } else {
                 &token
             };
             let _ = wrk(dir.path(), target, token, 1, connections);
+            // For whoever profiles a phase (`perf record -p …` once this line appears).
+            eprintln!("measuring {name}");
             runs[i].push(wrk(dir.path(), target, token, seconds, connections));
         }
     }
