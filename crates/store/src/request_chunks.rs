@@ -204,13 +204,17 @@ pub(crate) fn decode(server_id: &str, json: &str) -> Result<Vec<RequestRow>, Str
             .into_iter()
             .find(|d| d.as_str() == decision)
             .ok_or_else(|| corrupt(&format!("unknown decision {decision:?}")))?;
+        let at_ms = chunk
+            .t0
+            .checked_add(*dt)
+            .ok_or_else(|| corrupt(&"a record's time is out of range"))?;
         out.push(RequestRow {
             id: id.clone(),
             project_id: required(t[0], "project")?,
             server_id: server_id.to_string(),
             environment,
             deployment_id: text(t[2])?,
-            at_ms: chunk.t0 + dt,
+            at_ms,
             http_method: required(t[3], "HTTP method")?,
             method: text(t[4])?,
             tool: text(t[5])?,
@@ -379,6 +383,7 @@ mod tests {
             r#"{"v":3,"t0":0,"strings":[],"records":[]}"#,
             r#"{"v":2,"t0":0,"strings":["p","live","POST","maybe"],"records":[["req_1",0,1,200,0,0,[0,1,null,2,null,null,3,null,null,null,null]]]}"#,
             r#"{"v":2,"t0":0,"strings":["p"],"records":[["req_1",0,1,200,0,0,[0,null,null,null,null,null,null,null,null,null,null]]]}"#,
+            r#"{"v":2,"t0":9223372036854775807,"strings":["p","live","POST","allowed"],"records":[["req_1",1,1,200,0,0,[0,1,null,2,null,null,3,null,null,null,null]]]}"#,
             "[{\"i\":1}]",
             "not json",
         ] {
