@@ -3,8 +3,9 @@
 //! further chunk can hold a record that belongs on the page.
 //!
 //! A chunk names each text once. Its records share their project, environment, deployment,
-//! method, tool, subject, client and token over and over, so a record holds those as indexes
-//! into the chunk's `strings`, and its time as milliseconds after the chunk's first record:
+//! HTTP method, method, tool, decision, reason, subject, client and token id over and over, so
+//! a record holds those as indexes into the chunk's `strings`, and its time as milliseconds
+//! after the chunk's first record:
 //!
 //! ```json
 //! {"v":2,"t0":1795683513000,"strings":["prj_…","live","dep_…","POST","tools/call","echo","allowed","usr_…","cli_…","at_…"],
@@ -13,9 +14,10 @@
 //!
 //! (id, time − t0, latency µs, status, bytes in, bytes out, then project, environment,
 //! deployment, HTTP method, method, tool, decision, reason, subject, client, token id). Under
-//! gateway load that is about a quarter of the bytes of one JSON object per record (the first
+//! gateway load that is under a third of the bytes of one JSON object per record (the first
 //! format, still read): the chunk is serialized, written to the WAL and checkpointed into the
-//! database file on the same two cores that serve requests.
+//! database file on the same two cores that serve requests. Builds from before format 2 cannot
+//! read it (docs/telemetry.md).
 
 use ezforge_core::telemetry::RequestRow;
 use ezforge_proto::{Decision, Environment};
@@ -330,21 +332,24 @@ mod tests {
 
     #[test]
     fn records_come_back_as_they_went_in_one_chunk_per_server() {
-        let rows: Vec<RequestRow> = (0..200)
+        let mut rows: Vec<RequestRow> = (0..200)
             .map(|n| record(n, if n % 4 == 0 { "srv_b" } else { "srv_a" }))
             .collect();
+        // Handed over out of order (the queue is filled by several threads).
+        rows.reverse();
+        rows.swap(3, 150);
         let chunks = chunks(&rows);
         assert_eq!(chunks.len(), 2);
         let mut back = Vec::new();
         for c in &chunks {
             let decoded = decode(&c.server_id, &c.json).expect("decodes");
             assert_eq!(decoded.len() as i64, c.count);
+            assert!(decoded.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
             assert_eq!(decoded.first().map(|r| r.at_ms), Some(c.first_at));
             assert_eq!(decoded.last().map(|r| r.at_ms), Some(c.last_at));
             back.extend(decoded);
         }
         back.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut rows = rows;
         rows.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(back, rows);
     }
@@ -381,6 +386,7 @@ mod tests {
         for bad in [
             broken.as_str(),
             r#"{"v":3,"t0":0,"strings":[],"records":[]}"#,
+            r#"{"v":2,"t0":0,"strings":["p","live","POST","allowed"],"records":[["req_1",0,1,200,0,0,[0,1,null,2,null,null,3,null,99,null,null]]]}"#,
             r#"{"v":2,"t0":0,"strings":["p","live","POST","maybe"],"records":[["req_1",0,1,200,0,0,[0,1,null,2,null,null,3,null,null,null,null]]]}"#,
             r#"{"v":2,"t0":0,"strings":["p"],"records":[["req_1",0,1,200,0,0,[0,null,null,null,null,null,null,null,null,null,null]]]}"#,
             r#"{"v":2,"t0":9223372036854775807,"strings":["p","live","POST","allowed"],"records":[["req_1",1,1,200,0,0,[0,1,null,2,null,null,3,null,null,null,null]]]}"#,
