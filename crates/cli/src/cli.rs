@@ -460,8 +460,9 @@ pub struct ServeArgs {
     /// Failed sign-ins allowed per client address in 15 minutes before 429 [default: 100].
     #[arg(long, env = "EZFORGE_LOGIN_FAILURES_PER_CLIENT", value_name = "N")]
     pub login_failures_per_client: Option<u32>,
-    /// Seconds a verified API key is trusted from memory; bounds how long another node may accept
-    /// a revoked key (this node forgets it at once) [default: 10; 0 disables the cache].
+    /// Seconds a verified API key is trusted from memory. A revocation drops it at once on
+    /// every node that hears of it (on PostgreSQL, all of them); this bounds how long a node
+    /// that missed the message may accept a revoked key [default: 10; 0 disables the cache].
     #[arg(long, env = "EZFORGE_API_KEY_CACHE_TTL_SECS", value_name = "SECS")]
     pub api_key_cache_ttl_secs: Option<u64>,
     /// Largest accepted request body in bytes [default: 65536].

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod ids;
+pub mod invalidation;
 pub mod jwt;
 pub mod mcp_scope;
 pub mod model;

@@ -2,6 +2,7 @@
 //! one test suite (in that crate) runs against both.
 
 use crate::audit::{AuditQuery, AuditRow};
+use crate::invalidation::Invalidation;
 use crate::model::*;
 use crate::oauth::model::*;
 use crate::telemetry::{LatencySum, RecordQuery, RequestRow, StatSum, TelemetryBatch, UsageDay};
@@ -46,6 +47,22 @@ pub enum UserAdmission {
 pub trait Store: TelemetryStore + Send + Sync + 'static {
     /// A short name for logs: "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+
+    // cross-node invalidation (see `invalidation`)
+    /// Tells every node sharing this database, this one included, that `change` made cached
+    /// state stale. A backend only one node can use (an SQLite file) has no one to tell.
+    async fn publish_invalidation(&self, change: &Invalidation) -> StoreResult<()> {
+        let _ = change;
+        Ok(())
+    }
+    /// Starts hearing the changes any node publishes, until the receiver is dropped; `None`
+    /// where there are no other nodes. `Invalidation::Everything` comes first and after every
+    /// reconnection: whatever was published while not listening is unknown.
+    async fn subscribe_invalidations(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Invalidation>>> {
+        Ok(None)
+    }
 
     // users
     async fn user_count(&self) -> StoreResult<i64>;

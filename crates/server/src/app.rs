@@ -59,6 +59,8 @@ pub struct RunningServer {
     /// Where Prometheus metrics are served, if configured.
     pub metrics_addr: Option<SocketAddr>,
     metrics_task: Option<JoinHandle<()>>,
+    /// Applies other nodes' changes to this node's caches (PostgreSQL only).
+    invalidations: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -79,6 +81,10 @@ impl RunningServer {
         // the process ends.
         self.requests.flush().await;
         if let Some(t) = self.metrics_task.take() {
+            t.abort();
+        }
+        // Ends the listening connection too: it stops once nobody receives what it hears.
+        if let Some(t) = self.invalidations.take() {
             t.abort();
         }
         served
@@ -138,6 +144,7 @@ pub async fn start_with_clock(
     oauth_settings.key_publish_secs = o.key_publish_secs;
     oauth_settings.register_per_window = o.register_per_window;
     oauth_settings.token_per_window = o.token_per_window;
+    oauth_settings.grant_cache_secs = o.grant_cache_secs;
     oauth_settings.cimd_allow_private = o.client_documents_allow_private;
     oauth_settings.mcp_domain = config
         .mcp_domain
@@ -186,7 +193,7 @@ pub async fn start_with_clock(
         oauth: oauth.clone(),
         master: master_for_state,
         byoa: byoa_verifier,
-        routes: crate::gateway::route_cache(),
+        routes: crate::gateway::route_cache(Duration::from_secs(config.route_cache_secs.max(1))),
         identities: ezforge_core::cache::TtlCache::new(100_000, Duration::from_secs(30)),
         http: Arc::new(http),
     });
@@ -199,6 +206,8 @@ pub async fn start_with_clock(
     } else {
         None
     };
+    // Other nodes' changes, heard through the database (PostgreSQL).
+    let invalidations = crate::invalidation::listen(state.clone()).await;
     let state_for_front = state.clone();
     let mut app = router(state.clone(), config.max_body_bytes);
     if config.demo {
@@ -236,6 +245,7 @@ pub async fn start_with_clock(
         requests,
         metrics_addr: metrics_task.as_ref().map(|(a, _)| *a),
         metrics_task: metrics_task.map(|(_, t)| t),
+        invalidations,
         shutdown: Some(tx),
         task,
     })

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// keep-alive connection may sit idle — before the connection is closed. Without it, a
     /// client trickling headers (slowloris) holds a connection for ever.
     pub header_read_timeout: std::time::Duration,
+    /// Seconds the gateway routes a server from memory. Changes made on any node drop the copy
+    /// at once where they are heard (see `invalidation`); the lifetime bounds how long a node
+    /// that missed one keeps routing the old way.
+    pub route_cache_secs: u64,
 }
 
 /// Authorization server lifetimes (seconds) and limits; defaults are the documentation's.
@@ -54,6 +58,9 @@ pub struct OAuthConfig {
     pub key_publish_secs: i64,
     pub register_per_window: u32,
     pub token_per_window: u32,
+    /// Seconds a grant's state (live or revoked) is trusted from memory by the gateway; like
+    /// `route_cache_secs`, a bound for a node that missed a revocation.
+    pub grant_cache_secs: i64,
     /// Accept Client ID Metadata Documents.
     pub client_documents: bool,
     /// Let those documents live on private or loopback addresses and plain http (development).
@@ -71,6 +78,7 @@ impl Default for OAuthConfig {
             key_publish_secs: d.key_publish_secs,
             register_per_window: d.register_per_window,
             token_per_window: d.token_per_window,
+            grant_cache_secs: d.grant_cache_secs,
             client_documents: true,
             client_documents_allow_private: false,
         }
@@ -96,6 +104,7 @@ impl ServerConfig {
             metrics_listen: None,
             http_threads: crate::listener::default_threads(),
             header_read_timeout: std::time::Duration::from_secs(30),
+            route_cache_secs: 2,
         }
     }
 

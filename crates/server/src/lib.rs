@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod invalidation;
 pub mod listener;
 pub mod oauth;
 pub mod openapi;

@@ -3,6 +3,7 @@
 //! both (`$N` placeholders, TEXT ids, BIGINT times and flags).
 
 mod checkpointer;
+mod invalidations;
 mod oauth_rows;
 // Its column lists (`refresh_cols!` …) serve `pg_tokens` too.
 #[macro_use]

@@ -3,6 +3,7 @@
 use crate::OpenError;
 use crate::rows::{self, backend, err};
 use async_trait::async_trait;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_core::model::*;
 use ezforge_core::oauth::model::*;
 use ezforge_core::store::{IssueRefresh, Renew, Store, StoreResult, UserAdmission};
@@ -76,6 +77,11 @@ pub struct SqlStore {
     /// On an SQLite file, the token endpoint's own synchronous connection (see
     /// `sqlite_tokens`); `None` on PostgreSQL and in-memory SQLite.
     token_db: Option<Arc<crate::sqlite_tokens::TokenDb>>,
+    /// PostgreSQL's URL, for the connection that listens for other nodes' changes
+    /// (`invalidations`); `None` on SQLite.
+    pg_url: Option<Arc<str>>,
+    /// Turned true by `close`: ends the listening connections.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl SqlStore {
@@ -139,6 +145,8 @@ impl SqlStore {
             max_connections: max_connections.max(1),
             token_conn: Default::default(),
             token_db,
+            pg_url: (backend == "postgres").then(|| Arc::from(url)),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 
@@ -176,6 +184,7 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
+        self.closing.send_replace(true);
         self.token_conn.close().await;
         if let Some(db) = &self.token_db {
             db.close();
@@ -232,6 +241,22 @@ macro_rules! insert_user {
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    async fn publish_invalidation(&self, change: &Invalidation) -> StoreResult<()> {
+        match self.pg_url {
+            Some(_) => crate::invalidations::publish(&self.pool, change).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn subscribe_invalidations(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Invalidation>>> {
+        Ok(self
+            .pg_url
+            .as_ref()
+            .map(|url| crate::invalidations::subscribe(url.to_string(), self.closing.subscribe())))
     }
 
     async fn user_count(&self) -> StoreResult<i64> {

@@ -374,7 +374,7 @@ impl OAuth {
         self.store.insert_grant_with_code(&grant, &code_row).await?;
         self.store.touch_client(&req.client_id, now).await?;
         // The stored row no longer expires; drop the cached copy that says it does.
-        self.client_cache.invalidate(&req.client_id);
+        self.forget_client_everywhere(&req.client_id).await;
         tracing::info!(grant_id = %grant.id, client_id = %req.client_id, user_id = %user.id, "authorization granted");
         Ok(self.redirect_with(&req.redirect_uri, &[("code", &code)], req.state.as_deref()))
     }

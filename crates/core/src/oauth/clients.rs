@@ -3,6 +3,7 @@
 
 use super::model::{ClientKind, ClientRow};
 use super::{OAuth, OAuthError, redirect, scope};
+use crate::invalidation::{self, Invalidation};
 use crate::{ids, secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -185,6 +186,22 @@ fn list(v: &Value, key: &str) -> Vec<String> {
 }
 
 impl OAuth {
+    /// Forgets this node's copy of a registered client (changed on another node).
+    pub fn forget_client(&self, client_id: &str) {
+        self.client_cache.invalidate(client_id);
+    }
+
+    /// Forgets every registered client this node remembers (invalidations were missed).
+    pub fn forget_clients(&self) {
+        self.client_cache.invalidate_all();
+    }
+
+    /// After a client's row changed: forgets this node's copy, then tells the others.
+    pub(super) async fn forget_client_everywhere(&self, client_id: &str) {
+        self.client_cache.invalidate(client_id);
+        invalidation::publish(&*self.store, Invalidation::Client(client_id.to_string())).await;
+    }
+
     /// Dynamic client registration. Identical public registrations from anyone return the same
     /// client; registrations never used expire.
     pub async fn register(
@@ -230,7 +247,7 @@ impl OAuth {
             };
             // (Gone or expired between the read and the update: registered anew below.)
             if let Some(client) = client {
-                self.client_cache.invalidate(&client.client_id);
+                self.forget_client_everywhere(&client.client_id).await;
                 return Ok(Registered {
                     client,
                     secret: None,
@@ -367,8 +384,9 @@ impl OAuth {
     ) -> Result<bool, OAuthError> {
         match self.store.client(client_id).await? {
             Some(c) if c.project_id.as_deref() == Some(project_id) => {
-                self.client_cache.invalidate(client_id);
-                Ok(self.store.delete_client(client_id).await?)
+                let deleted = self.store.delete_client(client_id).await?;
+                self.forget_client_everywhere(client_id).await;
+                Ok(deleted)
             }
             _ => Ok(false),
         }

@@ -2,6 +2,7 @@
 
 use super::model::{ClientRow, GrantRow};
 use super::{OAuth, OAuthError};
+use crate::invalidation::{self, Invalidation};
 use crate::secret;
 use serde_json::{Value, json};
 
@@ -17,6 +18,7 @@ impl OAuth {
             .revoke_grant(grant_id, self.now(), reason)
             .await?;
         self.grant_liveness.invalidate(grant_id);
+        invalidation::publish(&*self.store, Invalidation::Grant(grant_id.to_string())).await;
         self.store
             .delete_consent(&grant.user_id, &grant.client_id, &grant.server_id)
             .await?;

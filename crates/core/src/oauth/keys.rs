@@ -6,6 +6,7 @@
 
 use super::{OAuth, OAuthError};
 use crate::ids;
+use crate::invalidation::{self, Invalidation};
 use crate::jwt::{Jwk, SigningKey};
 use crate::oauth::model::SigningKeyRow;
 use std::sync::{Arc, RwLock};
@@ -159,6 +160,7 @@ impl OAuth {
         let row = self.create_key(signs_from).await?;
         self.store.retire_signing_keys(&row.kid, signs_from).await?;
         self.reload_keys().await?;
+        invalidation::publish(&*self.store, Invalidation::SigningKeys).await;
         Ok(KeyInfo {
             kid: row.kid,
             created_at: row.created_at,

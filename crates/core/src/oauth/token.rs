@@ -408,8 +408,14 @@ impl OAuth {
         self.grant_liveness.invalidate_all();
     }
 
-    /// Whether a grant is live, from memory for a few seconds at most. Revocations on this node
-    /// clear the entry at once; on other nodes they take effect within the entry's lifetime.
+    /// Forgets one grant's remembered state (revoked on another node).
+    pub fn forget_grant(&self, grant_id: &str) {
+        self.grant_liveness.invalidate(grant_id);
+    }
+
+    /// Whether a grant is live, from memory for a few seconds at most. Revocations clear the
+    /// entry at once on this node and, when they are heard (`invalidation`), on the others;
+    /// a node that missed one acts on it within the entry's lifetime.
     async fn grant_live(&self, grant_id: &str) -> Result<bool, OAuthError> {
         if let Some(live) = self.grant_liveness.get(grant_id) {
             return Ok(live);

@@ -260,7 +260,8 @@ impl Core {
         }
     }
 
-    pub(crate) fn forget_key(&self, secret_hash: &str) {
+    /// Drops this node's copy of a verified API key (revoked here or on another node).
+    pub fn forget_key(&self, secret_hash: &str) {
         if let Some(cache) = &self.key_cache {
             cache.invalidate(secret_hash);
         }

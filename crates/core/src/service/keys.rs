@@ -4,6 +4,7 @@ use super::Core;
 use super::access::Need;
 use crate::audit::Change;
 use crate::error::CoreError;
+use crate::invalidation::{self, Invalidation};
 use crate::model::ApiKeyRow;
 use crate::principal::Principal;
 use crate::{api_key, ids, secret, validate};
@@ -102,6 +103,7 @@ impl Core {
             .await?
             .ok_or(CoreError::NotFound("API key"))?;
         self.forget_key(&key.secret_hash);
+        invalidation::publish(&*self.store, Invalidation::ApiKey(key.secret_hash.clone())).await;
         tracing::info!(key_id = %key.id, project_id = %project.id, "API key revoked");
         self.audit(
             principal,

@@ -130,7 +130,8 @@ impl Core {
         self.clock.now_ms()
     }
 
-    /// Drops every cached API key verification (used by benchmarks to measure the cold path).
+    /// Drops every cached API key verification (after missed invalidations; benchmarks use it
+    /// to measure the cold path).
     pub fn clear_caches(&self) {
         if let Some(cache) = &self.key_cache {
             cache.invalidate_all();

@@ -119,4 +119,9 @@ impl Quotas {
     pub fn forget(&self, project_id: &str) {
         self.cache.invalidate(project_id);
     }
+
+    /// Every quota may have changed (invalidations were missed): reload each on its next request.
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
 }

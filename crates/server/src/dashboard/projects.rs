@@ -6,6 +6,7 @@ use crate::routes::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_core::service::keys::NewApiKey;
 use ezforge_proto::{Environment, Role, Scope};
 use serde::Deserialize;
@@ -393,7 +394,7 @@ pub async fn remove_member(
     {
         Ok(()) => {
             // As through `/v1`: the member's grants on this node's memory end at once.
-            state.oauth.forget_grant_states();
+            state.invalidate(Invalidation::GrantStates).await;
             see_other_with(&state, &back, Flash::Notice("Member removed.".into()))
         }
         Err(e) => back_with_error(&state, &back, e),
@@ -461,7 +462,7 @@ pub async fn set_quota(
     };
     match state.core.set_quota(&v.principal, &project, monthly).await {
         Ok(q) => {
-            state.quotas.forget(&q.project_id);
+            state.invalidate(Invalidation::Quota(q.project_id)).await;
             see_other_with(&state, &back, Flash::Notice("Quota saved.".into()))
         }
         Err(e) => back_with_error(&state, &back, e),

@@ -8,6 +8,7 @@ use crate::routes::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_core::service::{LogFilter, MetricsWindow};
 use ezforge_proto::{
     CreateDeploymentRequest, Decision, ServerSettings, ToolPolicy, UpdateServerRequest,
@@ -175,9 +176,7 @@ async fn update(
         .await
     {
         Ok(_) => {
-            // As the API does: a policy change may have revoked grants; routes changed.
-            state.oauth.forget_grant_states();
-            state.routes.invalidate_all();
+            state.server_updated().await;
             see_other_with(state, &back(server), Flash::Notice(done.into()))
         }
         Err(e) => back_with_error(state, &back(server), e),
@@ -301,7 +300,7 @@ pub async fn rollback(
         .await
     {
         Ok((_, d)) => {
-            state.routes.invalidate_all();
+            state.invalidate(Invalidation::Routes).await;
             see_other_with(
                 &state,
                 &back(&server),

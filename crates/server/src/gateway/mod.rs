@@ -47,8 +47,9 @@ fn challenge(state: &AppState, slug: &str, error: Option<&str>) -> Response {
 }
 
 /// A server as the gateway routes it: the row and its active deployment, remembered for a
-/// moment (the hot path touches no database). A change on this node forgets it at once
-/// (`RouteCache::forget`); on other nodes it takes effect within the entry's lifetime.
+/// moment (the hot path touches no database). A change forgets it at once on this node and,
+/// when heard, on the others (`crate::invalidation`); a node that missed it routes by the old
+/// entry for at most its lifetime (`ServerConfig::route_cache_secs`).
 pub struct Route {
     pub server: ezforge_core::model::ServerRow,
     /// The active deployment, if any.
@@ -104,8 +105,8 @@ impl Upstream {
 
 pub type RouteCache = ezforge_core::cache::TtlCache<String, Option<std::sync::Arc<Route>>>;
 
-pub fn route_cache() -> RouteCache {
-    ezforge_core::cache::TtlCache::new(100_000, Duration::from_secs(2))
+pub fn route_cache(ttl: Duration) -> RouteCache {
+    ezforge_core::cache::TtlCache::new(100_000, ttl)
 }
 
 async fn route(state: &AppState, slug: &str) -> Result<Option<std::sync::Arc<Route>>, CoreError> {

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ezforge_core::CoreError;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_core::service::deployments::{NewDeployment, validate_timeout, validate_upstream};
 use ezforge_proto::{
     ApiErrorBody, CreateDeploymentRequest, Deployment, DeploymentList, RollbackRequest,
@@ -58,7 +59,7 @@ pub(crate) async fn deploy_checked(
     };
     let (_, deployment) = state.core.deploy(principal, server, new).await?;
     // The gateway routes to the new deployment from the next request on.
-    state.routes.invalidate_all();
+    state.invalidate(Invalidation::Routes).await;
     Ok(deployment)
 }
 
@@ -98,6 +99,6 @@ pub async fn rollback(
         .rollback(&caller.principal, &server, req.to.as_deref())
         .await?;
     // The gateway routes to the new deployment from the next request on.
-    state.routes.invalidate_all();
+    state.invalidate(Invalidation::Routes).await;
     Ok(Json(deployment.to_api(true)))
 }

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ezforge_core::clock::to_datetime;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_proto::{
     AddMemberRequest, ApiErrorBody, CreateProjectRequest, Member, MemberList, Project, ProjectList,
 };
@@ -122,6 +123,6 @@ pub async fn remove_member(
         .core
         .remove_member(&caller.principal, &project, &user_id)
         .await?;
-    state.oauth.forget_grant_states();
+    state.invalidate(Invalidation::GrantStates).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use ezforge_core::invalidation::Invalidation;
 use ezforge_proto::{
     ApiErrorBody, CreateServerRequest, Environment, Server, ServerList, UpdateServerRequest,
 };
@@ -107,9 +108,7 @@ pub async fn update_server(
             .core
             .update_server(&caller.principal, &project, &server, &req)
             .await?;
-        // A policy change may have revoked grants: forget what this node remembers of them.
-        state.oauth.forget_grant_states();
-        state.routes.invalidate_all();
+        state.server_updated().await;
         api(&state, &updated)
     }))
 }
@@ -128,7 +127,7 @@ pub async fn delete_server(
         .core
         .delete_server(&caller.principal, &project, &server)
         .await?;
-    state.routes.invalidate_all();
+    state.invalidate(Invalidation::Routes).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,9 +176,7 @@ pub async fn update_server_by_slug(
             .core
             .update_server(&caller.principal, &found.project_id, &found.id, &req)
             .await?;
-        // A policy change may have revoked grants: forget what this node remembers of them.
-        state.oauth.forget_grant_states();
-        state.routes.invalidate_all();
+        state.server_updated().await;
         api(&state, &updated)
     }))
 }
@@ -199,6 +196,6 @@ pub async fn delete_server_by_slug(
         .core
         .delete_server(&caller.principal, &found.project_id, &found.id)
         .await?;
-    state.routes.invalidate_all();
+    state.invalidate(Invalidation::Routes).await;
     Ok(StatusCode::NO_CONTENT)
 }

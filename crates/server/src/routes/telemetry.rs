@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use ezforge_core::invalidation::Invalidation;
 use ezforge_core::service::{LogFilter, MetricsWindow};
 use ezforge_core::telemetry::writer::FollowerSlot;
 use ezforge_core::telemetry::{RequestRow, encode_cursor, parse_time};
@@ -342,7 +343,9 @@ pub async fn set_quota(
         .core
         .set_quota(&caller.principal, &project, req.monthly_requests)
         .await?;
-    state.quotas.forget(&quota.project_id);
+    state
+        .invalidate(Invalidation::Quota(quota.project_id.clone()))
+        .await;
     Ok(Json(quota))
 }
 

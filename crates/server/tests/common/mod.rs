@@ -74,6 +74,26 @@ impl TestServer {
         }
     }
 
+    /// Another node of the same deployment: its own server on the same database and master key
+    /// (this one's data directory), as a second `ezforge serve` behind a load balancer would
+    /// be. Returns it and its URL.
+    pub async fn another_node(
+        &self,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> (RunningServer, String) {
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            self._data.path().to_path_buf(),
+        );
+        config.database_url = Some(self.db.url.clone());
+        tweak(&mut config);
+        let server = ezforge_server::app::start_with_clock(config, Arc::new(self.clock.clone()))
+            .await
+            .expect("second node starts");
+        let url = format!("http://{}", server.addr);
+        (server, url)
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }

@@ -1,0 +1,141 @@
+//! Cross-node invalidation through the store, on a fresh SQLite file and a fresh PostgreSQL
+//! database: two stores opened on one database stand for two nodes.
+
+use ezforge_core::invalidation::Invalidation;
+use ezforge_core::store::Store;
+use ezforge_store::SqlStore;
+use std::time::Duration;
+use tokio::sync::mpsc::Receiver;
+
+/// How long a message may take before the test gives up. Generous: this is a bound on a hang,
+/// not a measure of speed (a message takes milliseconds).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn open(url: &str) -> SqlStore {
+    SqlStore::open(url, 2).await.expect("open store")
+}
+
+async fn next(rx: &mut Receiver<Invalidation>) -> Invalidation {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("a message within the test's patience")
+        .expect("the subscription is still open")
+}
+
+/// Backends listening on this database, other than the asking one.
+async fn listening_sessions(store: &SqlStore) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("count listening sessions")
+}
+
+/// Ends every listening session's connection from the server's side, as a restart or a
+/// network failure would.
+async fn cut_listeners(store: &SqlStore) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query LIKE 'LISTEN %') AS cut",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("terminate listening sessions")
+}
+
+fn every_kind() -> Vec<Invalidation> {
+    vec![
+        Invalidation::ApiKey("9f2c…hash".into()),
+        Invalidation::Grant("grt_01".into()),
+        Invalidation::GrantStates,
+        Invalidation::Client("https://client.example/metadata.json".into()),
+        Invalidation::Routes,
+        Invalidation::Quota("prj_01".into()),
+        Invalidation::SigningKeys,
+    ]
+}
+
+ezforge_testkit::backend_tests! {
+    async fn changes_published_by_one_node_reach_every_node(db) {
+        let (a, b) = (open(&db.url).await, open(&db.url).await);
+        if db.backend == ezforge_testkit::Backend::Sqlite {
+            // One file, one node: nobody to tell, and telling nobody succeeds.
+            assert!(a.subscribe_invalidations().await.expect("subscribe").is_none());
+            a.publish_invalidation(&Invalidation::Routes).await.expect("publish");
+            return;
+        }
+        let mut on_a = a.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        let mut on_b = b.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        // Each starts by dropping everything: what came before it listened is unknown.
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        assert_eq!(next(&mut on_b).await, Invalidation::Everything);
+
+        for change in every_kind() {
+            b.publish_invalidation(&change).await.expect("publish");
+        }
+        // Every node hears every change in order, the publisher included.
+        for change in every_kind() {
+            assert_eq!(next(&mut on_a).await, change);
+            assert_eq!(next(&mut on_b).await, change);
+        }
+        a.close().await;
+        b.close().await;
+    }
+
+    async fn a_lost_listening_connection_is_made_again_and_drops_everything(db) {
+        if db.backend == ezforge_testkit::Backend::Sqlite {
+            return;
+        }
+        let (a, b) = (open(&db.url).await, open(&db.url).await);
+        let mut on_a = a.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        assert_eq!(listening_sessions(&b).await, 1);
+
+        // Sent while connected, heard; then the connection is cut.
+        b.publish_invalidation(&Invalidation::Grant("grt_before".into())).await.expect("publish");
+        assert_eq!(next(&mut on_a).await, Invalidation::Grant("grt_before".into()));
+        assert_eq!(cut_listeners(&b).await, 1);
+
+        // Listening again, it drops everything (whatever was sent meanwhile is unknown), and
+        // then hears what is sent from then on.
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        b.publish_invalidation(&Invalidation::Grant("grt_after".into())).await.expect("publish");
+        assert_eq!(next(&mut on_a).await, Invalidation::Grant("grt_after".into()));
+        a.close().await;
+        b.close().await;
+    }
+
+    async fn closing_the_store_ends_its_listening_connection(db) {
+        if db.backend == ezforge_testkit::Backend::Sqlite {
+            return;
+        }
+        let (a, b) = (open(&db.url).await, open(&db.url).await);
+        let mut on_a = a.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        a.close().await;
+        // The subscription ends rather than hanging, and its connection goes.
+        let ended = tokio::time::timeout(PATIENCE, on_a.recv()).await.expect("ends in time");
+        assert_eq!(ended, None);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while listening_sessions(&b).await > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the listening connection stays open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // A dropped receiver ends its connection as well.
+        let on_b = b.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        while listening_sessions(&b).await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never listened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(on_b);
+        while listening_sessions(&b).await > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "a dropped receiver's connection stays open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.close().await;
+    }
+}
