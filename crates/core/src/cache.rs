@@ -211,17 +211,47 @@ where
         value
     }
 
+    /// Replaces the value under `key`, keeping its expiry, if it is there and no invalidation
+    /// happened since `generation` was read (before the value was loaded or last read): a
+    /// value that changes while cached (a key's last use) without living longer than the
+    /// value first loaded. Every thread's copy goes, so each sees the new value.
+    pub fn update_loaded(&self, generation: u64, key: K, value: V) {
+        use moka::ops::compute::Op;
+        self.shared
+            .entry(key.clone())
+            .and_compute_with(|current| match current {
+                Some(e) => Op::Put((value.clone(), e.value().1)),
+                None => Op::Nop,
+            });
+        let bumped = self.generation.compare_exchange(
+            generation,
+            generation.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if bumped.is_err() {
+            // An invalidation since: the row read before it may be stale.
+            self.invalidate(&key);
+        }
+    }
+
+    // Both take the generation up before and after the shared cache is cleared: before, so
+    // that a value loaded before the change and inserted while it is being cleared fails its
+    // `insert_loaded` check or is cleared; after, so that a copy a thread made of a value read
+    // just before the clearing is dropped.
     pub fn invalidate<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shared.invalidate(key);
         // Every thread's copy goes: invalidations are rare, lookups are not.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.shared.invalidate(key);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.shared.invalidate_all();
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -309,6 +339,53 @@ mod tests {
         assert_eq!(c.get("q"), Some(4));
         c.invalidate("q");
         assert_eq!(c.get_or_replace("q".into(), always, 6), 6);
+    }
+
+    #[test]
+    fn an_update_keeps_the_entrys_expiry_and_reaches_every_thread() {
+        let c = cache(1000);
+        let generation = c.generation();
+        c.insert_loaded(generation, "k".into(), 1);
+        // Another thread holds a copy of the first value.
+        let other = c.clone();
+        let copy = std::thread::spawn(move || {
+            let first = other.get("k");
+            (other, first)
+        });
+        let (other, first) = copy.join().unwrap();
+        assert_eq!(first, Some(1));
+        std::thread::sleep(Duration::from_millis(600));
+        c.update_loaded(c.generation(), "k".into(), 2);
+        assert_eq!(c.get("k"), Some(2));
+        let seen = std::thread::spawn(move || other.get("k")).join().unwrap();
+        assert_eq!(seen, Some(2));
+        // It expires when the first value would have, not a second after the update.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(c.get("k"), None);
+        // Nothing to update: nothing is inserted.
+        c.update_loaded(c.generation(), "absent".into(), 3);
+        assert_eq!(c.get("absent"), None);
+    }
+
+    #[test]
+    fn an_update_after_an_invalidation_drops_the_entry() {
+        let c = cache(60_000);
+        let before = c.generation();
+        c.insert_loaded(before, "k".into(), 1);
+        let read_at = c.generation();
+        // Read (say, a key not yet revoked)... revoked and invalidated on another thread, then
+        // loaded again there...
+        let other = c.clone();
+        std::thread::spawn(move || {
+            other.invalidate("k");
+            let g = other.generation();
+            other.insert_loaded(g, "k".into(), 9);
+        })
+        .join()
+        .unwrap();
+        // ...then the stale read's update comes: the entry goes rather than hold it.
+        c.update_loaded(read_at, "k".into(), 2);
+        assert_eq!(c.get("k"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub const CHANNEL: &str = "ezforge_invalidate";
 pub const MAX_MESSAGE: usize = 7_900;
 
 /// What changed, named by what the caches key it by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Invalidation {
     /// An API key, by the hash of its secret (revoked).
     ApiKey(String),

@@ -59,8 +59,8 @@ pub struct RunningServer {
     /// Where Prometheus metrics are served, if configured.
     pub metrics_addr: Option<SocketAddr>,
     metrics_task: Option<JoinHandle<()>>,
-    /// Applies other nodes' changes to this node's caches (PostgreSQL only).
-    invalidations: Option<JoinHandle<()>>,
+    /// Applies other nodes' changes to this node's caches (PostgreSQL only); stops when dropped.
+    invalidations: Option<crate::invalidation::Listening>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -84,9 +84,7 @@ impl RunningServer {
             t.abort();
         }
         // Ends the listening connection too: it stops once nobody receives what it hears.
-        if let Some(t) = self.invalidations.take() {
-            t.abort();
-        }
+        drop(self.invalidations.take());
         served
     }
 
@@ -206,8 +204,7 @@ pub async fn start_with_clock(
     } else {
         None
     };
-    // Other nodes' changes, heard through the database (PostgreSQL).
-    let invalidations = crate::invalidation::listen(state.clone()).await;
+    let state_for_listening = state.clone();
     let state_for_front = state.clone();
     let mut app = router(state.clone(), config.max_body_bytes);
     if config.demo {
@@ -232,6 +229,9 @@ pub async fn start_with_clock(
     let threads =
         crate::listener::Threads::start(app, config.http_threads, config.header_read_timeout)
             .map_err(StartError::Threads)?;
+    // Other nodes' changes, heard through the database (PostgreSQL). Started after every step
+    // that can fail, and stopped when the server is dropped.
+    let invalidations = crate::invalidation::listen(state_for_listening).await;
     let task = tokio::spawn(threads.serve(listener, async move {
         let _ = rx.await;
     }));

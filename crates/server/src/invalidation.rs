@@ -50,9 +50,22 @@ impl Shared {
     }
 }
 
+/// Messages applied together at most: what has queued up while the last ones were applied.
+const BATCH: usize = 256;
+
+/// The task applying other nodes' changes; dropping it stops the task, and with it the store's
+/// listening connection (which ends once nobody receives what it hears).
+pub struct Listening(JoinHandle<()>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Applies the changes every node publishes, for as long as the store reports them; `None` when
 /// this node is the only one (SQLite).
-pub async fn listen(state: AppState) -> Option<JoinHandle<()>> {
+pub async fn listen(state: AppState) -> Option<Listening> {
     let mut heard = match state.core.store().subscribe_invalidations().await {
         Ok(Some(rx)) => rx,
         Ok(None) => return None,
@@ -61,9 +74,55 @@ pub async fn listen(state: AppState) -> Option<JoinHandle<()>> {
             return None;
         }
     };
-    Some(tokio::spawn(async move {
-        while let Some(change) = heard.recv().await {
-            state.apply_invalidation(&change).await;
+    Some(Listening(tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while heard.recv_many(&mut batch, BATCH).await > 0 {
+            for change in coalesce(&mut batch) {
+                state.apply_invalidation(&change).await;
+            }
         }
-    }))
+    })))
+}
+
+/// What a batch of messages comes to: `Everything` alone if it is among them, else each change
+/// once (a flood of one message, or of signing-key reloads, is applied once).
+fn coalesce(batch: &mut Vec<Invalidation>) -> Vec<Invalidation> {
+    if batch.contains(&Invalidation::Everything) {
+        batch.clear();
+        return vec![Invalidation::Everything];
+    }
+    let mut seen = std::collections::HashSet::new();
+    batch.drain(..).filter(|c| seen.insert(c.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_applies_each_change_once_and_everything_alone() {
+        let mut batch = vec![
+            Invalidation::SigningKeys,
+            Invalidation::Grant("a".into()),
+            Invalidation::SigningKeys,
+            Invalidation::Grant("b".into()),
+            Invalidation::Grant("a".into()),
+        ];
+        assert_eq!(
+            coalesce(&mut batch),
+            vec![
+                Invalidation::SigningKeys,
+                Invalidation::Grant("a".into()),
+                Invalidation::Grant("b".into()),
+            ]
+        );
+        assert!(batch.is_empty());
+        let mut batch = vec![
+            Invalidation::Routes,
+            Invalidation::Everything,
+            Invalidation::Quota("p".into()),
+        ];
+        assert_eq!(coalesce(&mut batch), vec![Invalidation::Everything]);
+        assert!(batch.is_empty());
+    }
 }

@@ -8,7 +8,9 @@ mod common;
 
 use common::TestServer;
 use common::oauth::http;
-use ezforge_proto::{CreateApiKeyRequest, CreateDeploymentRequest, Environment};
+use ezforge_proto::{
+    CreateApiKeyRequest, CreateDeploymentRequest, Environment, ServerSettings, UpdateServerRequest,
+};
 use ezforge_server::ServerConfig;
 use ezforge_testkit::TestDb;
 use serde_json::{Value, json};
@@ -137,6 +139,38 @@ async fn changes_made_on_one_node_take_effect_on_another_at_once() {
     eventually("a grant revoked on A, its token used on B", 401, || {
         mcp_status(&b, Some(&access))
     })
+    .await;
+
+    // Grants revoked in bulk: a new grant's token passes B, then A changes the server's access
+    // policy to a list that leaves its user out.
+    let code = a.code_for(&owner, &client_id, &resource, "mcp:read").await;
+    let (status, tokens) = a.exchange(&client_id, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string();
+    assert_eq!(mcp_status(&b, Some(&access)).await, 502);
+    as_owner
+        .update_server(
+            "demo-project",
+            "demo",
+            &UpdateServerRequest {
+                name: None,
+                settings: ServerSettings {
+                    access_policy: Some("allowlist".into()),
+                    access_allowlist: Some(vec!["someone@else.example".into()]),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .expect("policy change on A");
+    eventually(
+        "a grant ended by a policy change on A, its token used on B",
+        401,
+        || mcp_status(&b, Some(&access)),
+    )
     .await;
 
     // A route: B knows `demo` (401 without a token, not 404); A deletes the server.

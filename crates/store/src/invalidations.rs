@@ -5,13 +5,16 @@
 //! transaction that sent it commits; one sent outside a transaction (as here, after the change
 //! committed) goes out at once. Nothing is kept for a session that was not listening, so the
 //! listener reports `Everything` each time it starts listening: what was sent meanwhile is
-//! unknown. SQLite has no other nodes to tell.
+//! unknown. A quiet connection is checked every 30 s (a dead one would otherwise wait for
+//! ever), and a lost one is made again after a pause that grows while connections keep
+//! failing. SQLite has no other nodes to tell.
 
 use crate::rows::backend;
 use ezforge_core::invalidation::{CHANNEL, Invalidation};
 use ezforge_core::store::StoreResult;
 use sqlx::AnyPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -40,76 +43,122 @@ pub(crate) fn subscribe(url: String, stop: watch::Receiver<bool>) -> mpsc::Recei
     rx
 }
 
+/// The listening connection's `application_name`, for operators (and tests) reading
+/// `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "ezforge-invalidations";
+
+/// How often an idle listening connection is checked, and how long the check may take. A
+/// connection that died without a word (a NAT or proxy forgetting it, a failover without a
+/// reset) would otherwise wait for notifications for ever.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that lived at least this long was healthy: the next one starts with the first
+/// pause again. One that dropped sooner waits a growing pause, so that a connection cut over
+/// and over does not make every node drop everything over and over.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name(APPLICATION_NAME);
+    // One connection, kept for as long as it lives (as `PgListener::connect` does).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // A lost connection is made again here, by `listen`'s loop, not inside `try_recv`.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Why a listening connection ended.
+enum Ended {
+    /// Nobody receives any more, or the store is closing.
+    Done,
+    /// Lost or failed: connect again.
+    Lost(String),
+}
+
 async fn listen(url: String, tx: mpsc::Sender<Invalidation>, mut stop: watch::Receiver<bool>) {
     let mut retry = RETRY_FIRST;
-    let mut failing_since: Option<tokio::time::Instant> = None;
+    // When warnings were last logged: once when trouble starts, then once a minute at most.
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut warn = |what: &str, error: &str| {
+        let now = tokio::time::Instant::now();
+        if warned.is_none_or(|t| now - t >= Duration::from_secs(60)) {
+            tracing::warn!(error = %error, "{what}; cached state expires by its lifetime meanwhile");
+            warned = Some(now);
+        }
+    };
     loop {
         if *stop.borrow() {
             return;
         }
-        let attempt = async {
-            let mut listener = PgListener::connect(&url).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = tokio::select! {
+        let connected = tokio::select! {
             _ = tx.closed() => return,
             _ = stop.changed() => return,
-            l = attempt => match l {
-                Ok(l) => l,
-                Err(e) => {
-                    // Once when it starts failing, then once a minute at most.
-                    let now = tokio::time::Instant::now();
-                    if failing_since.is_none_or(|t| now - t >= Duration::from_secs(60)) {
-                        tracing::warn!(error = %e, "cannot listen for other nodes' changes; cached state expires by its lifetime meanwhile");
-                        failing_since = Some(now);
-                    }
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        _ = stop.changed() => return,
-                        _ = tokio::time::sleep(retry) => {}
-                    }
-                    retry = (retry * 2).min(RETRY_MAX);
-                    continue;
+            l = connect(&url) => l,
+        };
+        let ended = match connected {
+            Err(e) => Ended::Lost(e.to_string()),
+            Ok(mut listener) => {
+                let since = tokio::time::Instant::now();
+                let ended = hear(&mut listener, &tx, &mut stop).await;
+                if since.elapsed() >= HEALTHY {
+                    retry = RETRY_FIRST;
                 }
+                ended
             }
         };
-        if failing_since.take().is_some() {
-            tracing::info!("listening for other nodes' changes again");
+        match ended {
+            Ended::Done => return,
+            Ended::Lost(e) => warn(
+                "cannot listen for other nodes' changes, connecting again",
+                &e,
+            ),
         }
-        retry = RETRY_FIRST;
-        loop {
-            // Listening now; whatever was sent before is unknown.
-            if tx.send(Invalidation::Everything).await.is_err() {
-                return;
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Passes on what one listening connection hears, until it is lost or nobody listens.
+async fn hear(
+    listener: &mut PgListener,
+    tx: &mpsc::Sender<Invalidation>,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    // Listening now; whatever was sent before is unknown.
+    if tx.send(Invalidation::Everything).await.is_err() {
+        return Ended::Done;
+    }
+    loop {
+        let heard = tokio::select! {
+            _ = tx.closed() => return Ended::Done,
+            _ = stop.changed() => return Ended::Done,
+            heard = tokio::time::timeout(HEARTBEAT, listener.try_recv()) => heard,
+        };
+        match heard {
+            Ok(Ok(Some(n))) => {
+                if tx.send(Invalidation::decode(n.payload())).await.is_err() {
+                    return Ended::Done;
+                }
             }
-            // Until the connection is lost: `try_recv` then reconnects (and listens again)
-            // before it answers `None`, so the `Everything` above follows the new `LISTEN`.
-            let lost = loop {
-                let heard = tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = stop.changed() => return,
-                    heard = listener.try_recv() => heard,
-                };
-                match heard {
-                    Ok(Some(n)) => {
-                        if tx.send(Invalidation::decode(n.payload())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            };
-            match lost {
-                None => {
-                    tracing::warn!(
-                        "the connection listening for other nodes' changes was lost and made again"
-                    );
-                }
-                Some(e) => {
-                    tracing::warn!(error = %e, "the connection listening for other nodes' changes failed; connecting again");
-                    break;
+            Ok(Ok(None)) => return Ended::Lost("the connection was closed".into()),
+            Ok(Err(e)) => return Ended::Lost(e.to_string()),
+            // Quiet for a while: check that the connection still answers.
+            Err(_) => {
+                let check = sqlx::query("SELECT 1").execute(&mut *listener);
+                match tokio::time::timeout(HEARTBEAT_TIMEOUT, check).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                    Err(_) => return Ended::Lost("the connection stopped answering".into()),
                 }
             }
         }

@@ -17,6 +17,7 @@ mod sqlite_tokens;
 mod telemetry_sql;
 mod token_conn;
 
+pub use invalidations::APPLICATION_NAME as INVALIDATION_LISTENER;
 pub use sql::SqlStore;
 
 /// Errors opening or migrating a database.

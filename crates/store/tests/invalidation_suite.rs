@@ -3,7 +3,7 @@
 
 use ezforge_core::invalidation::Invalidation;
 use ezforge_core::store::Store;
-use ezforge_store::SqlStore;
+use ezforge_store::{INVALIDATION_LISTENER, SqlStore};
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
@@ -22,12 +22,13 @@ async fn next(rx: &mut Receiver<Invalidation>) -> Invalidation {
         .expect("the subscription is still open")
 }
 
-/// Backends listening on this database, other than the asking one.
+/// Listening connections to this database, by the name they give (`pg_stat_activity`).
 async fn listening_sessions(store: &SqlStore) -> i64 {
     sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %'",
+         AND application_name = $1",
     )
+    .bind(INVALIDATION_LISTENER)
     .fetch_one(store.pool())
     .await
     .expect("count listening sessions")
@@ -38,9 +39,9 @@ async fn listening_sessions(store: &SqlStore) -> i64 {
 async fn cut_listeners(store: &SqlStore) -> i64 {
     sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() \
-         AND query LIKE 'LISTEN %') AS cut",
+         WHERE datname = current_database() AND application_name = $1) AS cut",
     )
+    .bind(INVALIDATION_LISTENER)
     .fetch_one(store.pool())
     .await
     .expect("terminate listening sessions")

@@ -306,12 +306,15 @@ impl OAuth {
             return self.document_client(client_id).await.map(Some);
         }
         let now = self.now();
+        // Read before the database: a change heard meanwhile makes the row not be kept.
+        let generation = self.client_cache.generation();
         let client = match self.client_cache.get(client_id) {
             Some(c) => c,
             None => match self.store.client(client_id).await? {
                 Some(c) => {
                     let c = Arc::new(c);
-                    self.client_cache.insert(client_id.to_string(), c.clone());
+                    self.client_cache
+                        .insert_loaded(generation, client_id.to_string(), c.clone());
                     c
                 }
                 None => return Ok(None),

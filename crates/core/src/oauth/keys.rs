@@ -49,6 +49,7 @@ impl OAuth {
         if !usable {
             self.create_key(now).await?;
             self.reload_keys().await?;
+            invalidation::publish(&*self.store, Invalidation::SigningKeys).await;
         }
         Ok(())
     }

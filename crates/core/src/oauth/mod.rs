@@ -90,7 +90,7 @@ pub struct OAuth {
     /// `None`: client metadata documents are not accepted.
     cimd: Option<cimd::CimdCache>,
     /// Registered clients, briefly: every token request looks its client up.
-    client_cache: moka::sync::Cache<String, Arc<model::ClientRow>>,
+    client_cache: crate::cache::TtlCache<String, Arc<model::ClientRow>>,
     /// Access tokens whose signature was checked, by token hash (expiry is checked on use).
     verified: crate::cache::TtlCache<String, Arc<token::AccessClaims>>,
     /// Whether a grant is live, for a few seconds (see `grant_live`).
@@ -121,10 +121,7 @@ impl OAuth {
             cimd: None,
             verified: crate::cache::TtlCache::new(100_000, token_ttl),
             grant_liveness: crate::cache::TtlCache::new(100_000, grant_ttl),
-            client_cache: moka::sync::Cache::builder()
-                .max_capacity(50_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
+            client_cache: crate::cache::TtlCache::new(50_000, std::time::Duration::from_secs(60)),
         };
         oauth.ensure_signing_key().await?;
         Ok(oauth)

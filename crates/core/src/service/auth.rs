@@ -205,6 +205,9 @@ impl Core {
     pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, CoreError> {
         api_key::parse(token)?;
         let hash = secret::hash(token);
+        // Read before the cache and the database: a revocation heard after this point makes
+        // the row read below not be kept (`TtlCache::insert_loaded`).
+        let generation = self.key_cache.as_ref().map_or(0, |c| c.generation());
         let key = match self.key_cache.as_ref().and_then(|c| c.get(&hash)) {
             Some(key) => key,
             None => {
@@ -215,7 +218,7 @@ impl Core {
                         .ok_or(CoreError::ApiKeyUnknown)?,
                 );
                 if let Some(cache) = &self.key_cache {
-                    cache.insert(hash.clone(), key.clone());
+                    cache.insert_loaded(generation, hash.clone(), key.clone());
                 }
                 key
             }
@@ -232,12 +235,12 @@ impl Core {
         if key.expires_at.is_some_and(|at| at <= now) {
             return Err(CoreError::ApiKeyExpired);
         }
-        self.note_key_use(&key, &hash, now);
+        self.note_key_use(&key, &hash, now, generation);
         Ok(Principal::ApiKey(key))
     }
 
     /// Records `last_used_at` at a coarse resolution, off the request path.
-    fn note_key_use(&self, key: &Arc<ApiKeyRow>, hash: &str, now: i64) {
+    fn note_key_use(&self, key: &Arc<ApiKeyRow>, hash: &str, now: i64, generation: u64) {
         let stale = key
             .last_used_at
             .is_none_or(|t| now - t >= self.settings.last_used_resolution_secs);
@@ -246,8 +249,9 @@ impl Core {
         }
         let mut updated = (**key).clone();
         updated.last_used_at = Some(now);
+        // The cached row learns of its use without living longer than it was loaded to.
         if let Some(cache) = &self.key_cache {
-            cache.insert(hash.to_string(), Arc::new(updated));
+            cache.update_loaded(generation, hash.to_string(), Arc::new(updated));
         }
         let store = self.store.clone();
         let id = key.id.clone();

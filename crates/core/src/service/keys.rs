@@ -87,8 +87,9 @@ impl Core {
         Ok(self.store.api_keys(&project.id).await?)
     }
 
-    /// Revokes a key; it is refused from the next request on (on this node at once; on other
-    /// nodes within the key cache's TTL).
+    /// Revokes a key; it is refused from the next request on: on this node at once, on the
+    /// others once they hear of it (`invalidation`), and within the key cache's TTL on a node
+    /// that missed the message.
     pub async fn revoke_api_key(
         &self,
         principal: &Principal,

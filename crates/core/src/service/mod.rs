@@ -16,7 +16,6 @@ use crate::clock::Clock;
 use crate::model::ApiKeyRow;
 use crate::ratelimit::FailureLimiter;
 use crate::store::Store;
-use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +81,7 @@ pub struct Core {
     clock: Arc<dyn Clock>,
     settings: Settings,
     /// Verified keys by secret hash; `None` when the TTL is 0.
-    key_cache: Option<Cache<String, Arc<ApiKeyRow>>>,
+    key_cache: Option<crate::cache::TtlCache<String, Arc<ApiKeyRow>>>,
     login_by_account: FailureLimiter,
     login_by_client: FailureLimiter,
 }
@@ -90,10 +89,10 @@ pub struct Core {
 impl Core {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let key_cache = (settings.api_key_cache_ttl_secs > 0).then(|| {
-            Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(settings.api_key_cache_ttl_secs))
-                .build()
+            crate::cache::TtlCache::new(
+                100_000,
+                Duration::from_secs(settings.api_key_cache_ttl_secs),
+            )
         });
         let window = settings.login_window_secs;
         Core {

@@ -142,14 +142,18 @@ pub async fn create_server(
         )
         .await
     {
-        Ok(s) => see_other_with(
-            &state,
-            &format!("/dashboard/servers/{}", seg(&s.slug)),
-            Flash::Notice(format!(
-                "Server {} created. Deploy it to send traffic to your MCP server.",
-                s.slug
-            )),
-        ),
+        Ok(s) => {
+            // As through `/v1`: nodes asked for this slug remember that it did not exist.
+            state.invalidate(Invalidation::Routes).await;
+            see_other_with(
+                &state,
+                &format!("/dashboard/servers/{}", seg(&s.slug)),
+                Flash::Notice(format!(
+                    "Server {} created. Deploy it to send traffic to your MCP server.",
+                    s.slug
+                )),
+            )
+        }
         Err(e) => back_with_error(&state, &back, e),
     }
 }
@@ -387,16 +391,15 @@ pub async fn remove_member(
 ) -> Response {
     let v = viewer!(state, headers, form);
     let back = format!("/dashboard/projects/{}/members", seg(&project));
-    match state
+    let removed = state
         .core
         .remove_member(&v.principal, &project, &user)
-        .await
-    {
-        Ok(()) => {
-            // As through `/v1`: the member's grants on this node's memory end at once.
-            state.invalidate(Invalidation::GrantStates).await;
-            see_other_with(&state, &back, Flash::Notice("Member removed.".into()))
-        }
+        .await;
+    // As through `/v1`, and even when it failed: a failure part-way may follow grants already
+    // revoked.
+    state.invalidate(Invalidation::GrantStates).await;
+    match removed {
+        Ok(()) => see_other_with(&state, &back, Flash::Notice("Member removed.".into())),
         Err(e) => back_with_error(&state, &back, e),
     }
 }

@@ -170,15 +170,14 @@ async fn update(
         Ok(s) => s,
         Err(e) => return back_with_error(state, &back(server), e),
     };
-    match state
+    let updated = state
         .core
         .update_server(&v.principal, &s.project_id, &s.id, &update)
-        .await
-    {
-        Ok(_) => {
-            state.server_updated().await;
-            see_other_with(state, &back(server), Flash::Notice(done.into()))
-        }
+        .await;
+    // As through `/v1`, even when it failed.
+    state.server_updated().await;
+    match updated {
+        Ok(_) => see_other_with(state, &back(server), Flash::Notice(done.into())),
         Err(e) => back_with_error(state, &back(server), e),
     }
 }

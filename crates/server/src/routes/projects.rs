@@ -119,10 +119,12 @@ pub async fn remove_member(
     caller: Caller<need::Session>,
     Path((project, user_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    state
+    let removed = state
         .core
         .remove_member(&caller.principal, &project, &user_id)
-        .await?;
+        .await;
+    // Even when it failed: a failure part-way may follow grants already revoked.
     state.invalidate(Invalidation::GrantStates).await;
+    removed?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -72,6 +72,8 @@ pub async fn create_server(
             &settings,
         )
         .await?;
+    // Nodes that were asked for this slug remember that it did not exist.
+    state.invalidate(Invalidation::Routes).await;
     Ok((StatusCode::CREATED, Json(api(&state, &s))))
 }
 
@@ -107,8 +109,10 @@ pub async fn update_server(
         let updated = state
             .core
             .update_server(&caller.principal, &project, &server, &req)
-            .await?;
+            .await;
+        // Even when it failed: a failure part-way may follow grants already revoked.
         state.server_updated().await;
+        let updated = updated?;
         api(&state, &updated)
     }))
 }
@@ -175,8 +179,10 @@ pub async fn update_server_by_slug(
         let updated = state
             .core
             .update_server(&caller.principal, &found.project_id, &found.id, &req)
-            .await?;
+            .await;
+        // Even when it failed: a failure part-way may follow grants already revoked.
         state.server_updated().await;
+        let updated = updated?;
         api(&state, &updated)
     }))
 }
