@@ -454,10 +454,12 @@ pub struct ServeArgs {
     /// Session lifetime in seconds [default: 3600, as documented].
     #[arg(long, env = "EZFORGE_SESSION_TTL_SECS", value_name = "SECS")]
     pub session_ttl_secs: Option<i64>,
-    /// Failed sign-ins allowed per account in 15 minutes before 429 [default: 10].
+    /// Failed sign-ins allowed per account in 15 minutes before 429, counted across all nodes
+    /// [default: 10].
     #[arg(long, env = "EZFORGE_LOGIN_FAILURES_PER_ACCOUNT", value_name = "N")]
     pub login_failures_per_account: Option<u32>,
-    /// Failed sign-ins allowed per client address in 15 minutes before 429 [default: 100].
+    /// Failed sign-ins allowed per client address in 15 minutes before 429, counted across all
+    /// nodes [default: 100].
     #[arg(long, env = "EZFORGE_LOGIN_FAILURES_PER_CLIENT", value_name = "N")]
     pub login_failures_per_client: Option<u32>,
     /// Seconds a verified API key is trusted from memory. A revocation drops it at once on
@@ -497,10 +499,11 @@ pub struct ServeArgs {
     /// A rotated signing key is published this many seconds before it signs [default: 600].
     #[arg(long, env = "EZFORGE_SIGNING_KEY_PUBLISH_SECS", value_name = "SECS")]
     pub signing_key_publish_secs: Option<i64>,
-    /// Dynamic client registrations allowed per client address per 10 minutes [default: 30].
+    /// Dynamic client registrations allowed per client address per 10 minutes, counted across
+    /// all nodes [default: 30].
     #[arg(long, env = "EZFORGE_REGISTER_RATE", value_name = "N")]
     pub register_rate: Option<u32>,
-    /// Token requests allowed per client address per minute [default: 600].
+    /// Token requests allowed per client address per minute, on each node [default: 600].
     #[arg(long, env = "EZFORGE_TOKEN_RATE", value_name = "N")]
     pub token_rate: Option<u32>,
     /// Accept Client ID Metadata Documents (client_id = an https URL) [default: true].

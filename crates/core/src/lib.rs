@@ -20,6 +20,7 @@ pub mod principal;
 pub mod ratelimit;
 pub mod secret;
 pub mod service;
+pub mod shared_limiter;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -1,8 +1,9 @@
-//! Fixed-window failure counters for brute-force protection, bounded in memory.
+//! Fixed-window counters, bounded in memory.
 //!
-//! Counters live in this process: on several nodes each node counts on its own, so the
-//! effective limit is at most `nodes × max`. That is still enough to make online guessing of a
-//! password hopeless, and needs no shared state on the sign-in path.
+//! Counters live in this process: on several nodes each node counts on its own. Sign-in and
+//! registration limits count in the database as well (`shared_limiter`, which uses
+//! [`FailureLimiter`] as its first, local gate); the token endpoint's [`WindowLimiter`] counts
+//! per node only, so across nodes it allows up to `nodes × max`.
 
 use moka::sync::Cache;
 use std::time::Duration;

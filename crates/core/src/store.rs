@@ -64,6 +64,19 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
         Ok(None)
     }
 
+    // rate limits shared by every node
+    /// Counts one event for `key` in its current window, or in a new one of `window_secs` from
+    /// `now` if the last one has ended, atomically. Returns the window's count, this event
+    /// included, and when the window ends.
+    async fn count_event(&self, key: &str, now: i64, window_secs: i64) -> StoreResult<(i64, i64)>;
+    /// Takes one event back from `key`'s current window (never below zero; nothing if the
+    /// window has ended).
+    async fn uncount_event(&self, key: &str, now: i64) -> StoreResult<()>;
+    /// Forgets `key`'s window.
+    async fn clear_events(&self, key: &str) -> StoreResult<()>;
+    /// Deletes the windows that ended by `now`.
+    async fn purge_event_windows(&self, now: i64) -> StoreResult<u64>;
+
     // users
     async fn user_count(&self) -> StoreResult<i64>;
     /// Inserts the user under `admission`. Returns the stored row (with `is_admin` decided), or

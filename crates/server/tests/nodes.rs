@@ -226,3 +226,53 @@ async fn changes_made_on_one_node_take_effect_on_another_at_once() {
 
     b_server.shutdown().await.expect("B stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_count_every_nodes_requests() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let limits = |c: &mut ServerConfig| {
+        c.core.login_failures_per_account = 3;
+        c.oauth.register_per_window = 2;
+    };
+    let a = TestServer::start_with(db, limits).await;
+    let (b_server, b) = a.another_node(limits).await;
+    a.signup("guessed@example.com").await;
+    let on = |node: &str| ezforge_client::Client::new(node);
+
+    // Three wrong passwords spread over both nodes use up the account's three failures: the
+    // fourth attempt is refused on either node, even with the right password. Counted per
+    // node, B would have seen one failure and let it through.
+    for node in [&a.url, &b, &a.url] {
+        let e = on(node)
+            .login("guessed@example.com", "wrong password!")
+            .await
+            .expect_err("wrong password");
+        assert_eq!(e.status(), Some(401), "{e}");
+    }
+    let e = on(&b)
+        .login("guessed@example.com", common::PASSWORD)
+        .await
+        .expect_err("locked");
+    assert_eq!(e.status(), Some(429), "{e}");
+
+    // Two registrations from one address, one per node, use up the window.
+    let register = |node: &str, n: u32| {
+        http()
+            .post(format!("{node}/register"))
+            .json(&json!({
+                "client_name": format!("Client {n}"),
+                "redirect_uris": [format!("http://127.0.0.1:{}/callback", 40_000 + n)],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send()
+    };
+    assert_eq!(register(&a.url, 1).await.expect("register").status(), 201);
+    assert_eq!(register(&b, 2).await.expect("register").status(), 201);
+    let refused = register(&a.url, 3).await.expect("register");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    b_server.shutdown().await.expect("B stops");
+}

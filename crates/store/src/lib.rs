@@ -10,6 +10,7 @@ mod oauth_rows;
 mod oauth_sql;
 mod pg_storage;
 mod pg_tokens;
+mod rate_windows;
 mod request_chunks;
 mod rows;
 mod sql;

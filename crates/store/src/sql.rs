@@ -380,6 +380,22 @@ impl Store for SqlStore {
         Ok(r.rows_affected())
     }
 
+    async fn count_event(&self, key: &str, now: i64, window_secs: i64) -> StoreResult<(i64, i64)> {
+        crate::rate_windows::count(&self.pool, key, now, window_secs).await
+    }
+
+    async fn uncount_event(&self, key: &str, now: i64) -> StoreResult<()> {
+        crate::rate_windows::uncount(&self.pool, key, now).await
+    }
+
+    async fn clear_events(&self, key: &str) -> StoreResult<()> {
+        crate::rate_windows::clear(&self.pool, key).await
+    }
+
+    async fn purge_event_windows(&self, now: i64) -> StoreResult<u64> {
+        crate::rate_windows::purge(&self.pool, now).await
+    }
+
     async fn purge_sessions(&self, before: i64) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(before)

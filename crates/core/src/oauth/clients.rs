@@ -210,9 +210,13 @@ impl OAuth {
         client_addr: &str,
     ) -> Result<Registered, OAuthError> {
         let now = self.now();
-        self.register_limiter
-            .hit(&format!("register:{client_addr}"), now)
-            .map_err(|retry_after| OAuthError::RateLimited { retry_after })?;
+        if let Some(retry_after) = self
+            .register_limiter
+            .attempt(&*self.store, client_addr, now)
+            .await?
+        {
+            return Err(OAuthError::RateLimited { retry_after });
+        }
         let normalized = normalize(metadata)?;
         let hash = secret::hash(&normalized.to_string());
         let method = normalized["token_endpoint_auth_method"]

@@ -85,7 +85,8 @@ pub struct OAuth {
     settings: OAuthSettings,
     master: MasterKey,
     keys: KeyRing,
-    register_limiter: WindowLimiter,
+    /// Registrations per client address, counted across nodes (see `shared_limiter`).
+    register_limiter: crate::shared_limiter::SharedLimiter,
     token_limiter: WindowLimiter,
     /// `None`: client metadata documents are not accepted.
     cimd: Option<cimd::CimdCache>,
@@ -110,7 +111,12 @@ impl OAuth {
         let grant_ttl = std::time::Duration::from_secs(settings.grant_cache_secs.max(1) as u64);
         let keys = KeyRing::default();
         let oauth = OAuth {
-            register_limiter: WindowLimiter::new(settings.register_per_window, 600, 100_000),
+            register_limiter: crate::shared_limiter::SharedLimiter::new(
+                "register",
+                settings.register_per_window,
+                600,
+                100_000,
+            ),
             token_limiter: WindowLimiter::new(settings.token_per_window, 60, 100_000),
             batch: batch::TokenBatcher::start(store.clone(), clock.clone()),
             store,

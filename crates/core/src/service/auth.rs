@@ -88,13 +88,26 @@ impl Core {
         let email = email.trim().to_lowercase();
         let account_key = format!("acct:{email}");
         let client_key = format!("ip:{client}");
-        // Counted before the password is checked: parallel guesses cannot slip past the limit.
-        self.login_by_account
-            .attempt(&account_key, now)
-            .map_err(|retry_after| CoreError::RateLimited { retry_after })?;
-        if let Err(retry_after) = self.login_by_client.attempt(&client_key, now) {
-            self.login_by_account.forgive(&account_key);
-            return Err(CoreError::RateLimited { retry_after });
+        // Counted before the password is checked, on every node alike: parallel guesses, on
+        // one node or spread over several, cannot slip past the limit.
+        let store = &*self.store;
+        let limited = |retry_after| CoreError::RateLimited { retry_after };
+        if let Some(retry_after) = self
+            .login_by_account
+            .attempt(store, &account_key, now)
+            .await?
+        {
+            return Err(limited(retry_after));
+        }
+        if let Some(retry_after) = self
+            .login_by_client
+            .attempt(store, &client_key, now)
+            .await?
+        {
+            self.login_by_account
+                .forgive(store, &account_key, now)
+                .await?;
+            return Err(limited(retry_after));
         }
         let user = self.store.user_by_email(&email).await?;
         let ok = password::verify(
@@ -104,8 +117,10 @@ impl Core {
         .await?;
         match user {
             Some(user) if ok => {
-                self.login_by_account.reset(&account_key);
-                self.login_by_client.forgive(&client_key);
+                self.login_by_account.reset(store, &account_key).await?;
+                self.login_by_client
+                    .forgive(store, &client_key, now)
+                    .await?;
                 self.start_session(user).await
             }
             _ => {

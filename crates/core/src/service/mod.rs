@@ -14,7 +14,7 @@ pub use telemetry::{LogFilter, MetricsWindow};
 
 use crate::clock::Clock;
 use crate::model::ApiKeyRow;
-use crate::ratelimit::FailureLimiter;
+use crate::shared_limiter::SharedLimiter;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,8 +82,9 @@ pub struct Core {
     settings: Settings,
     /// Verified keys by secret hash; `None` when the TTL is 0.
     key_cache: Option<crate::cache::TtlCache<String, Arc<ApiKeyRow>>>,
-    login_by_account: FailureLimiter,
-    login_by_client: FailureLimiter,
+    /// Sign-in failures, counted across nodes (see `shared_limiter`).
+    login_by_account: SharedLimiter,
+    login_by_client: SharedLimiter,
 }
 
 impl Core {
@@ -96,12 +97,14 @@ impl Core {
         });
         let window = settings.login_window_secs;
         Core {
-            login_by_account: FailureLimiter::new(
+            login_by_account: SharedLimiter::new(
+                "sign-in/account",
                 settings.login_failures_per_account,
                 window,
                 100_000,
             ),
-            login_by_client: FailureLimiter::new(
+            login_by_client: SharedLimiter::new(
+                "sign-in/client",
                 settings.login_failures_per_client,
                 window,
                 100_000,
