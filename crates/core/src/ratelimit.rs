@@ -6,7 +6,25 @@
 //! per node only, so across nodes it allows up to `nodes × max`.
 
 use moka::sync::Cache;
+use std::net::IpAddr;
 use std::time::Duration;
+
+/// The part of a client address a limit counts by: an IPv4 address whole (an IPv4-mapped IPv6
+/// address as IPv4), an IPv6 address by its /64, one subscriber's network, in which a client
+/// may take any of 2^64 addresses. Anything else (an unparsable forwarded value) as it is.
+pub fn address_key(addr: &str) -> String {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => addr.to_string(),
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -175,6 +193,22 @@ impl WindowLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_count_by_host_for_ipv4_and_by_network_for_ipv6() {
+        assert_eq!(address_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa::1"),
+            address_key("2001:db8:1:2:bbbb:cccc:dddd:eeee")
+        );
+        assert_eq!(address_key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:3::1")
+        );
+        assert_eq!(address_key("not an address"), "not an address");
+    }
 
     #[test]
     fn blocks_after_max_failures_until_the_window_ends() {

@@ -368,9 +368,9 @@ fn normalize_origin(url: &str) -> Option<String> {
 }
 
 /// Every minute: reload signing keys (another node may have rotated), drop unused client
-/// registrations and unpublish keys no token needs; every hour, purge long-expired sessions,
-/// ended rate-limit windows and request records (and per-minute metrics) older than the
-/// retention period.
+/// registrations, unpublish keys no token needs and delete ended rate-limit windows; every
+/// hour, purge long-expired sessions and request records (and per-minute metrics) older than
+/// the retention period.
 fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>, retention_days: i64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -379,6 +379,9 @@ fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>, retention_days: i64) {
             tick.tick().await;
             if let Err(e) = oauth.housekeeping().await {
                 tracing::warn!(error = %e, "authorization server housekeeping failed");
+            }
+            if let Err(e) = core.store().purge_event_windows(core.now()).await {
+                tracing::warn!(error = %e, "rate-limit window purge failed");
             }
             if minutes.is_multiple_of(60) {
                 let before = core
@@ -393,9 +396,6 @@ fn spawn_housekeeping(core: Arc<Core>, oauth: Arc<OAuth>, retention_days: i64) {
                     Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired sessions"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "session purge failed"),
-                }
-                if let Err(e) = core.store().purge_event_windows(core.now()).await {
-                    tracing::warn!(error = %e, "rate-limit window purge failed");
                 }
             }
             minutes += 1;

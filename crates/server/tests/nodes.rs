@@ -251,11 +251,31 @@ async fn rate_limits_count_every_nodes_requests() {
             .expect_err("wrong password");
         assert_eq!(e.status(), Some(401), "{e}");
     }
-    let e = on(&b)
-        .login("guessed@example.com", common::PASSWORD)
-        .await
-        .expect_err("locked");
-    assert_eq!(e.status(), Some(429), "{e}");
+    for node in [&b, &a.url] {
+        let e = on(node)
+            .login("guessed@example.com", common::PASSWORD)
+            .await
+            .expect_err("locked");
+        assert_eq!(e.status(), Some(429), "{e}");
+    }
+
+    // A success on one node clears the account's failures on every node: two failures on A,
+    // a success on B, then three more failures are each judged (401), not refused.
+    a.signup("forgetful@example.com").await;
+    let attempt = |node: String, password: &'static str| async move {
+        match on(&node).login("forgetful@example.com", password).await {
+            Ok(_) => 200,
+            Err(e) => e.status().unwrap_or(0),
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(attempt(a.url.clone(), "wrong password!").await, 401);
+    }
+    assert_eq!(attempt(b.clone(), common::PASSWORD).await, 200);
+    for node in [&a.url, &b, &a.url] {
+        assert_eq!(attempt(node.clone(), "wrong password!").await, 401);
+    }
+    assert_eq!(attempt(b.clone(), "wrong password!").await, 429);
 
     // Two registrations from one address, one per node, use up the window.
     let register = |node: &str, n: u32| {

@@ -212,7 +212,11 @@ impl OAuth {
         let now = self.now();
         if let Some(retry_after) = self
             .register_limiter
-            .attempt(&*self.store, client_addr, now)
+            .attempt(
+                &*self.store,
+                &crate::ratelimit::address_key(client_addr),
+                now,
+            )
             .await?
         {
             return Err(OAuthError::RateLimited { retry_after });

@@ -111,7 +111,7 @@ impl OAuth {
         let grant_ttl = std::time::Duration::from_secs(settings.grant_cache_secs.max(1) as u64);
         let keys = KeyRing::default();
         let oauth = OAuth {
-            register_limiter: crate::shared_limiter::SharedLimiter::new(
+            register_limiter: crate::shared_limiter::SharedLimiter::gated(
                 "register",
                 settings.register_per_window,
                 600,

@@ -87,26 +87,25 @@ impl Core {
         let now = self.clock.now();
         let email = email.trim().to_lowercase();
         let account_key = format!("acct:{email}");
-        let client_key = format!("ip:{client}");
+        let client_key = format!("ip:{}", crate::ratelimit::address_key(client));
         // Counted before the password is checked, on every node alike: parallel guesses, on
-        // one node or spread over several, cannot slip past the limit.
+        // one node or spread over several, cannot slip past the limit. The address first: a
+        // request it refuses touches no account's count (so a spray of new emails from one
+        // address stops at its limit); one an account refuses still counts for the address.
         let store = &*self.store;
         let limited = |retry_after| CoreError::RateLimited { retry_after };
-        if let Some(retry_after) = self
-            .login_by_account
-            .attempt(store, &account_key, now)
-            .await?
-        {
-            return Err(limited(retry_after));
-        }
         if let Some(retry_after) = self
             .login_by_client
             .attempt(store, &client_key, now)
             .await?
         {
-            self.login_by_account
-                .forgive(store, &account_key, now)
-                .await?;
+            return Err(limited(retry_after));
+        }
+        if let Some(retry_after) = self
+            .login_by_account
+            .attempt(store, &account_key, now)
+            .await?
+        {
             return Err(limited(retry_after));
         }
         let user = self.store.user_by_email(&email).await?;
@@ -117,10 +116,14 @@ impl Core {
         .await?;
         match user {
             Some(user) if ok => {
-                self.login_by_account.reset(store, &account_key).await?;
-                self.login_by_client
-                    .forgive(store, &client_key, now)
-                    .await?;
+                // The password was right: a failure to clear the counts only leaves them
+                // stricter for a while, and should not cost the user this sign-in.
+                if let Err(e) = self.login_by_account.reset(store, &account_key).await {
+                    tracing::warn!(error = %e, "cannot clear an account's sign-in failures");
+                }
+                if let Err(e) = self.login_by_client.forgive(store, &client_key, now).await {
+                    tracing::warn!(error = %e, "cannot take back a sign-in attempt");
+                }
                 self.start_session(user).await
             }
             _ => {

@@ -101,9 +101,8 @@ impl Core {
                 "sign-in/account",
                 settings.login_failures_per_account,
                 window,
-                100_000,
             ),
-            login_by_client: SharedLimiter::new(
+            login_by_client: SharedLimiter::gated(
                 "sign-in/client",
                 settings.login_failures_per_client,
                 window,
