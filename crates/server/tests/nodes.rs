@@ -1,15 +1,17 @@
 //! Several nodes on one PostgreSQL database: a change made through one node takes effect on the
 //! others at once, not when their cached copies expire (DESIGN.md, "Scale").
 //!
-//! Every cache here is given an hour to live, so a node that acted on a change within the
-//! test's patience can only have heard of it.
+//! Every cache here is given an hour to live (registered clients keep their fixed minute, still
+//! three times the test's patience), so a node that acted on a change within the test's
+//! patience can only have heard of it.
 
 mod common;
 
 use common::TestServer;
 use common::oauth::http;
 use ezforge_proto::{
-    CreateApiKeyRequest, CreateDeploymentRequest, Environment, ServerSettings, UpdateServerRequest,
+    CreateApiKeyRequest, CreateDeploymentRequest, CreateOAuthClientRequest, Environment,
+    ServerSettings, UpdateServerRequest,
 };
 use ezforge_server::ServerConfig;
 use ezforge_testkit::TestDb;
@@ -54,6 +56,28 @@ async fn mcp_status(node: &str, token: Option<&str>) -> u16 {
         req = req.bearer_auth(t);
     }
     req.send().await.expect("gateway answers").status().as_u16()
+}
+
+/// A code exchange by a confidential client for a code that does not exist: 400
+/// (`invalid_grant`) once the client has authenticated, 401 (`invalid_client`) if it cannot.
+async fn token_request_status(node: &str, client: &str, secret: &str) -> u16 {
+    http()
+        .post(format!("{node}/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "no-such-code"),
+            ("redirect_uri", "https://backend.example/callback"),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mJ92K9kGp5aZ4l1RKqxNfLwN1xqlA0ZtYq3vS8cE2",
+            ),
+        ])
+        .send()
+        .await
+        .expect("token endpoint answers")
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +126,37 @@ async fn changes_made_on_one_node_take_effect_on_another_at_once() {
             Err(e) => e.status().unwrap_or(0),
         }
     })
+    .await;
+
+    // A registered client: its secret authenticates at B's token endpoint (an unknown code is
+    // then `invalid_grant`, 400), until A deletes the client (`invalid_client`, 401).
+    let created = as_owner
+        .create_oauth_client(
+            "demo-project",
+            &CreateOAuthClientRequest {
+                client_name: "Backend".into(),
+                redirect_uris: vec!["https://backend.example/callback".into()],
+                token_endpoint_auth_method: None,
+                grant_types: None,
+            },
+        )
+        .await
+        .expect("register a client on A");
+    let client = created.client.client_id.clone();
+    let secret = created
+        .client_secret
+        .expect("a confidential client's secret");
+    let token_status = || token_request_status(&b, &client, &secret);
+    assert_eq!(token_status().await, 400);
+    as_owner
+        .delete_oauth_client("demo-project", &client)
+        .await
+        .expect("delete on A");
+    eventually(
+        "a client deleted on A, authenticating on B",
+        401,
+        token_status,
+    )
     .await;
 
     // A grant: its access token passes B's gateway (502: the forced deployment's upstream is

@@ -37,9 +37,13 @@ pub(crate) async fn publish(pool: &AnyPool, change: &Invalidation) -> StoreResul
 
 /// Starts listening on a connection of its own to `url`. The task ends when the receiver is
 /// dropped or `stop` turns true.
-pub(crate) fn subscribe(url: String, stop: watch::Receiver<bool>) -> mpsc::Receiver<Invalidation> {
+pub(crate) fn subscribe(
+    url: String,
+    stop: watch::Receiver<bool>,
+    heartbeat: Duration,
+) -> mpsc::Receiver<Invalidation> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(listen(url, tx, stop));
+    tokio::spawn(listen(url, tx, stop, heartbeat));
     rx
 }
 
@@ -47,10 +51,11 @@ pub(crate) fn subscribe(url: String, stop: watch::Receiver<bool>) -> mpsc::Recei
 /// `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "ezforge-invalidations";
 
-/// How often an idle listening connection is checked, and how long the check may take. A
-/// connection that died without a word (a NAT or proxy forgetting it, a failover without a
-/// reset) would otherwise wait for notifications for ever.
-const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How often an idle listening connection is checked (by default), and how long the check may
+/// take at most (never longer than the interval). A connection that died without a word (a
+/// NAT or proxy forgetting it, a failover without a reset) would otherwise wait for
+/// notifications for ever.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that lived at least this long was healthy: the next one starts with the first
 /// pause again. One that dropped sooner waits a growing pause, so that a connection cut over
@@ -81,7 +86,12 @@ enum Ended {
     Lost(String),
 }
 
-async fn listen(url: String, tx: mpsc::Sender<Invalidation>, mut stop: watch::Receiver<bool>) {
+async fn listen(
+    url: String,
+    tx: mpsc::Sender<Invalidation>,
+    mut stop: watch::Receiver<bool>,
+    heartbeat: Duration,
+) {
     let mut retry = RETRY_FIRST;
     // When warnings were last logged: once when trouble starts, then once a minute at most.
     let mut warned: Option<tokio::time::Instant> = None;
@@ -105,7 +115,7 @@ async fn listen(url: String, tx: mpsc::Sender<Invalidation>, mut stop: watch::Re
             Err(e) => Ended::Lost(e.to_string()),
             Ok(mut listener) => {
                 let since = tokio::time::Instant::now();
-                let ended = hear(&mut listener, &tx, &mut stop).await;
+                let ended = hear(&mut listener, &tx, &mut stop, heartbeat).await;
                 if since.elapsed() >= HEALTHY {
                     retry = RETRY_FIRST;
                 }
@@ -133,6 +143,7 @@ async fn hear(
     listener: &mut PgListener,
     tx: &mpsc::Sender<Invalidation>,
     stop: &mut watch::Receiver<bool>,
+    heartbeat: Duration,
 ) -> Ended {
     // Listening now; whatever was sent before is unknown.
     if tx.send(Invalidation::Everything).await.is_err() {
@@ -142,7 +153,7 @@ async fn hear(
         let heard = tokio::select! {
             _ = tx.closed() => return Ended::Done,
             _ = stop.changed() => return Ended::Done,
-            heard = tokio::time::timeout(HEARTBEAT, listener.try_recv()) => heard,
+            heard = tokio::time::timeout(heartbeat, listener.try_recv()) => heard,
         };
         match heard {
             Ok(Ok(Some(n))) => {
@@ -155,7 +166,7 @@ async fn hear(
             // Quiet for a while: check that the connection still answers.
             Err(_) => {
                 let check = sqlx::query("SELECT 1").execute(&mut *listener);
-                match tokio::time::timeout(HEARTBEAT_TIMEOUT, check).await {
+                match tokio::time::timeout(HEARTBEAT_TIMEOUT.min(heartbeat), check).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Ended::Lost(e.to_string()),
                     Err(_) => return Ended::Lost("the connection stopped answering".into()),

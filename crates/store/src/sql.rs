@@ -82,6 +82,8 @@ pub struct SqlStore {
     pg_url: Option<Arc<str>>,
     /// Turned true by `close`: ends the listening connections.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How long a quiet listening connection waits before it checks that it still answers.
+    listener_heartbeat: Duration,
 }
 
 impl SqlStore {
@@ -147,7 +149,15 @@ impl SqlStore {
             token_db,
             pg_url: (backend == "postgres").then(|| Arc::from(url)),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
+            listener_heartbeat: crate::invalidations::HEARTBEAT,
         })
+    }
+
+    /// Checks a quiet listening connection (`Store::subscribe_invalidations`) this often
+    /// instead of every 30 s (tests that cut connections silently use less).
+    pub fn with_listener_heartbeat(mut self, every: Duration) -> Self {
+        self.listener_heartbeat = every.max(Duration::from_millis(1));
+        self
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -253,10 +263,13 @@ impl Store for SqlStore {
     async fn subscribe_invalidations(
         &self,
     ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Invalidation>>> {
-        Ok(self
-            .pg_url
-            .as_ref()
-            .map(|url| crate::invalidations::subscribe(url.to_string(), self.closing.subscribe())))
+        Ok(self.pg_url.as_ref().map(|url| {
+            crate::invalidations::subscribe(
+                url.to_string(),
+                self.closing.subscribe(),
+                self.listener_heartbeat,
+            )
+        }))
     }
 
     async fn user_count(&self) -> StoreResult<i64> {

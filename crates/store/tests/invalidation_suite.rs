@@ -4,7 +4,11 @@
 use ezforge_core::invalidation::Invalidation;
 use ezforge_core::store::Store;
 use ezforge_store::{INVALIDATION_LISTENER, SqlStore};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::Receiver;
 
 /// How long a message may take before the test gives up. Generous: this is a bound on a hang,
@@ -45,6 +49,91 @@ async fn cut_listeners(store: &SqlStore) -> i64 {
     .fetch_one(store.pool())
     .await
     .expect("terminate listening sessions")
+}
+
+/// A TCP proxy in front of PostgreSQL whose connections can be frozen: they stay open and
+/// pass nothing more either way, as a connection a NAT forgot does. Connections made after a
+/// freeze pass as usual.
+struct FreezableProxy {
+    addr: std::net::SocketAddr,
+    frozen: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(target: String) -> FreezableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let frozen: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let flags = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let flag = Arc::new(AtomicBool::new(false));
+                flags.lock().expect("flags").push(flag.clone());
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pass(cr, sw, flag.clone()));
+                tokio::spawn(pass(sr, cw, flag));
+            }
+        });
+        FreezableProxy { addr, frozen, task }
+    }
+
+    fn freeze_open_connections(&self) {
+        for flag in self.frozen.lock().expect("flags").iter() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes one way until either side closes; once `frozen`, holds what it reads.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            // Held: the socket stays open and silent. Ends when the test's runtime ends.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr`; the host and port it named.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    assert!(
+        !url.contains("host="),
+        "this test needs PostgreSQL over TCP, not a Unix socket: {url}"
+    );
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, rest) = rest.split_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let target = rest[..end].to_string();
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    (
+        format!("{scheme}://{userinfo}{at}{addr}{}", &rest[end..]),
+        target,
+    )
 }
 
 fn every_kind() -> Vec<Invalidation> {
@@ -106,6 +195,37 @@ ezforge_testkit::backend_tests! {
         b.publish_invalidation(&Invalidation::Grant("grt_after".into())).await.expect("publish");
         assert_eq!(next(&mut on_a).await, Invalidation::Grant("grt_after".into()));
         a.close().await;
+        b.close().await;
+    }
+
+    async fn a_listening_connection_that_goes_silent_is_noticed_and_replaced(db) {
+        if db.backend == ezforge_testkit::Backend::Sqlite {
+            return;
+        }
+        // The listening node reaches PostgreSQL through the proxy; the publishing one directly.
+        let placeholder: std::net::SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let (_, target) = through(&db.url, placeholder);
+        let proxy = FreezableProxy::start(target).await;
+        let (proxied, _) = through(&db.url, proxy.addr);
+        let a = SqlStore::open(&proxied, 2)
+            .await
+            .expect("open through the proxy")
+            .with_listener_heartbeat(Duration::from_millis(300));
+        let b = open(&db.url).await;
+        let mut on_a = a.subscribe_invalidations().await.expect("subscribe").expect("postgres listens");
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        b.publish_invalidation(&Invalidation::Grant("grt_before".into())).await.expect("publish");
+        assert_eq!(next(&mut on_a).await, Invalidation::Grant("grt_before".into()));
+
+        // The connection goes silent without closing: a change sent now never arrives on it.
+        proxy.freeze_open_connections();
+        b.publish_invalidation(&Invalidation::Grant("grt_lost".into())).await.expect("publish");
+        // The quiet connection's check gets no answer; the node listens on a new connection
+        // and drops everything, the lost change included.
+        assert_eq!(next(&mut on_a).await, Invalidation::Everything);
+        b.publish_invalidation(&Invalidation::Grant("grt_after".into())).await.expect("publish");
+        assert_eq!(next(&mut on_a).await, Invalidation::Grant("grt_after".into()));
+        drop(on_a);
         b.close().await;
     }
 

@@ -9,7 +9,7 @@
 use super::calendar;
 use crate::store::{Store, StoreResult};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub enum QuotaCheck {
 pub struct Quotas {
     store: Arc<dyn Store>,
     cache: crate::cache::TtlCache<String, Arc<QuotaState>>,
+    /// Moved on by every `forget`: a state loaded across one may predate the change.
+    forgotten: AtomicU64,
     /// Per project: requests admitted on this node and not yet written.
     unflushed: Mutex<HashMap<String, i64>>,
 }
@@ -43,6 +45,7 @@ impl Quotas {
         Quotas {
             store,
             cache: crate::cache::TtlCache::new(100_000, Duration::from_secs(5)),
+            forgotten: AtomicU64::new(0),
             unflushed: Mutex::new(HashMap::new()),
         }
     }
@@ -54,11 +57,19 @@ impl Quotas {
         let state = match self.cache.get(project_id) {
             Some(s) if this_month(&s) => s,
             _ => {
+                let forgotten = self.forgotten.load(Ordering::Acquire);
                 let fresh = Arc::new(self.load(project_id, now_secs).await?);
                 // Racing loads (a cold cache, or the month turning) all end up counting on the
                 // first state put in, so no increment is lost on a state nobody else sees.
-                self.cache
-                    .get_or_replace(project_id.to_string(), this_month, fresh)
+                let state = self
+                    .cache
+                    .get_or_replace(project_id.to_string(), this_month, fresh);
+                if self.forgotten.load(Ordering::Acquire) != forgotten {
+                    // A quota changed while this state was read: this request counts on it,
+                    // the next one reads again. (Its count is in `unflushed`, so not lost.)
+                    self.cache.invalidate(project_id);
+                }
+                state
             }
         };
         let Some(limit) = state.limit else {
@@ -117,11 +128,13 @@ impl Quotas {
 
     /// The quota changed on this node: reload it on the next request.
     pub fn forget(&self, project_id: &str) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate(project_id);
     }
 
     /// Every quota may have changed (invalidations were missed): reload each on its next request.
     pub fn forget_all(&self) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
     }
 }
