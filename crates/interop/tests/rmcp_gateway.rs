@@ -25,7 +25,7 @@ use common::{Browser, EMAIL, PASSWORD, claims};
 use ezforge_client::{Auth, Client};
 use ezforge_proto::{CreateDeploymentRequest, CreateServerRequest, SignupRequest};
 use ezforge_server::{RunningServer, ServerConfig};
-use ezforge_testkit::{Backend, TestDb};
+use ezforge_testkit::TestDb;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -812,15 +812,27 @@ ezforge_testkit::backend_tests! {
     async fn rmcp_server_stateless_json_behind_the_gateway(db) {
         round_trip(db, Mode::StatelessJson).await;
     }
+
+    async fn rmcp_read_only_token_lists_nothing_and_cannot_call(db) {
+        read_only_token_lists_nothing_and_cannot_call(db).await;
+    }
+
+    async fn rmcp_2026_07_28_discover_through_the_gateway(db) {
+        discover_2026_07_28_through_the_gateway(db).await;
+    }
 }
 
 /// A token with only `mcp:read`: `tools/list` works but shows no tools (each needs `mcp:write`),
 /// `tools/call` is refused at the gateway with `insufficient_scope` and never reaches the
-/// upstream. Once, on SQLite.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rmcp_read_only_token_lists_nothing_and_cannot_call() {
+/// upstream. In a stateful and a stateless mode, each on a fresh database.
+async fn read_only_token_lists_nothing_and_cannot_call(db: TestDb) {
+    let backend = db.backend;
+    let mut first = Some(db);
     for mode in [Mode::StatefulSse, Mode::StatelessJson] {
-        let db = TestDb::new(Backend::Sqlite).await.expect("SQLite");
+        let db = match first.take() {
+            Some(db) => db,
+            None => TestDb::new(backend).await.expect("a second fresh database"),
+        };
         let upstream = Upstream::start(mode.config()).await;
         let ez = Ezforge::start(db).await;
         ez.deploy(&upstream).await;
@@ -915,9 +927,7 @@ async fn rmcp_read_only_token_lists_nothing_and_cannot_call() {
 /// `server/discover` itself (it needed `mcp:execute`; it needs `mcp:read`, like `initialize`),
 /// and forwarded no `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers (rmcp's server then refused
 /// with JSON-RPC -32020).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rmcp_2026_07_28_discover_through_the_gateway() {
-    let db = TestDb::new(Backend::Sqlite).await.expect("SQLite");
+async fn discover_2026_07_28_through_the_gateway(db: TestDb) {
     let upstream = Upstream::start(Mode::StatelessJson.config()).await;
     let ez = Ezforge::start(db).await;
     ez.deploy(&upstream).await;
