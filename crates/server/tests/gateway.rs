@@ -17,12 +17,12 @@ use ezforge_proto::{
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
-/// What the upstream saw of the last request.
+/// What the upstream saw of the last request; and what releases its `hold` requests.
 #[derive(Default, Clone)]
-struct Seen(Arc<Mutex<Vec<HeaderMap>>>);
+struct Seen(Arc<Mutex<Vec<HeaderMap>>>, Arc<tokio::sync::Notify>);
 
 /// A small Streamable HTTP MCP server: JSON answers, except `tools/call`, answered as SSE;
-/// `slow` never answers in time.
+/// `slow` never answers in time; `hold` answers once the test releases it (`Seen.1`).
 async fn upstream(seen: Seen) -> String {
     async fn handle(State(seen): State<Seen>, headers: HeaderMap, body: String) -> Response {
         seen.0.lock().unwrap().push(headers);
@@ -74,6 +74,11 @@ async fn upstream(seen: Seen) -> String {
             Some("slow") => {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 StatusCode::OK.into_response()
+            }
+            Some("hold") => {
+                seen.1.notified().await;
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {"held": true}}))
+                    .into_response()
             }
             Some("linger") => {
                 tokio::time::sleep(std::time::Duration::from_millis(600)).await;
@@ -154,6 +159,45 @@ async fn deployed_demo(t: &TestServer) -> (String, String) {
 }
 
 ezforge_testkit::backend_tests! {
+    async fn a_request_in_flight_across_a_deploy_finishes_where_it_started(db) {
+        let t = TestServer::start(db).await;
+        let (before, after) = (Seen::default(), Seen::default());
+        let (owner, resource) = t
+            .with_deployed_mcp_server(upstream(before.clone()).await, 30_000)
+            .await;
+        let exec = token(&t, &owner, &resource, "mcp:execute").await;
+
+        // A request held by the first upstream...
+        let held = tokio::spawn({
+            let (resource, exec) = (resource.clone(), exec.clone());
+            async move { rpc(&resource, &exec, call("hold", json!({}))).await }
+        });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while before.0.lock().unwrap().len() < 2 {
+            // (the deploy's health check was the first request it saw)
+            assert!(tokio::time::Instant::now() < deadline, "the held request never arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // ...while the server is deployed to another one.
+        let second = upstream(after.clone()).await;
+        t.as_session(&owner)
+            .deploy("demo", &CreateDeploymentRequest { upstream_url: second, headers: Default::default(), timeout_ms: Some(30_000), force: false })
+            .await
+            .unwrap();
+        let before_seen = before.0.lock().unwrap().len();
+        let (status, _, body) = rpc(&resource, &exec, call("ping", json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(after.0.lock().unwrap().len(), 2, "new requests go to the new deployment (after its health check)");
+        assert_eq!(before.0.lock().unwrap().len(), before_seen, "and not to the old one");
+        assert!(!held.is_finished(), "the held request is still in flight");
+
+        // Released, the request in flight gets its answer from where it started.
+        before.1.notify_one();
+        let (status, _, body) = held.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"held\":true"), "{body}");
+    }
+
     async fn deploy_forward_scope_and_roll_back(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;
