@@ -13,7 +13,13 @@ use std::time::Duration;
 /// address as IPv4), an IPv6 address by its /64, one subscriber's network, in which a client
 /// may take any of 2^64 addresses. Anything else (an unparsable forwarded value) as it is.
 pub fn address_key(addr: &str) -> String {
-    match addr.parse::<IpAddr>() {
+    // An address with a port (`1.2.3.4:5678`, `[2001:db8::1]:5678`, as some proxies forward
+    // it) counts by its address: a port per connection must not make a key per connection.
+    let ip = addr
+        .parse::<std::net::SocketAddr>()
+        .map(|s| s.ip())
+        .or_else(|_| addr.parse::<IpAddr>());
+    match ip {
         Ok(IpAddr::V4(v4)) => v4.to_string(),
         Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -207,6 +213,8 @@ mod tests {
             address_key("2001:db8:1:2::1"),
             address_key("2001:db8:1:3::1")
         );
+        assert_eq!(address_key("203.0.113.7:51234"), "203.0.113.7");
+        assert_eq!(address_key("[2001:db8:1:2::1]:51234"), "2001:db8:1:2::/64");
         assert_eq!(address_key("not an address"), "not an address");
     }
 

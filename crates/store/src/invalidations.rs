@@ -7,7 +7,9 @@
 //! listener reports `Everything` each time it starts listening: what was sent meanwhile is
 //! unknown. A quiet connection is checked every 30 s (a dead one would otherwise wait for
 //! ever), and a lost one is made again after a pause that grows while connections keep
-//! failing. SQLite has no other nodes to tell.
+//! failing. (Dropping a listener whose connection went silent leaves sqlx's `UNLISTEN` task
+//! waiting on its socket until the operating system gives up on it.) SQLite has no other
+//! nodes to tell.
 
 use crate::rows::backend;
 use ezforge_core::invalidation::{CHANNEL, Invalidation};
@@ -57,6 +59,12 @@ pub const APPLICATION_NAME: &str = "ezforge-invalidations";
 /// notifications for ever.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest time a check may take before the connection is given up: a busy machine's
+/// slow answer is not a dead connection.
+const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+/// How long connecting and `LISTEN` may take together: a connection that goes silent before
+/// it listens has no heartbeat yet.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that lived at least this long was healthy: the next one starts with the first
 /// pause again. One that dropped sooner waits a growing pause, so that a connection cut over
 /// and over does not make every node drop everything over and over.
@@ -109,11 +117,12 @@ async fn listen(
         let connected = tokio::select! {
             _ = tx.closed() => return,
             _ = stop.changed() => return,
-            l = connect(&url) => l,
+            l = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)) => l,
         };
         let ended = match connected {
-            Err(e) => Ended::Lost(e.to_string()),
-            Ok(mut listener) => {
+            Err(_) => Ended::Lost("connecting took too long".into()),
+            Ok(Err(e)) => Ended::Lost(e.to_string()),
+            Ok(Ok(mut listener)) => {
                 let since = tokio::time::Instant::now();
                 let ended = hear(&mut listener, &tx, &mut stop, heartbeat).await;
                 if since.elapsed() >= HEALTHY {
@@ -166,7 +175,8 @@ async fn hear(
             // Quiet for a while: check that the connection still answers.
             Err(_) => {
                 let check = sqlx::query("SELECT 1").execute(&mut *listener);
-                match tokio::time::timeout(HEARTBEAT_TIMEOUT.min(heartbeat), check).await {
+                let patience = HEARTBEAT_TIMEOUT.min(heartbeat).max(HEARTBEAT_TIMEOUT_MIN);
+                match tokio::time::timeout(patience, check).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Ended::Lost(e.to_string()),
                     Err(_) => return Ended::Lost("the connection stopped answering".into()),

@@ -34,7 +34,9 @@ pub enum QuotaCheck {
 pub struct Quotas {
     store: Arc<dyn Store>,
     cache: crate::cache::TtlCache<String, Arc<QuotaState>>,
-    /// Moved on by every `forget`: a state loaded across one may predate the change.
+    /// Moved on by every `forget`: a state loaded across one may predate the change. One count
+    /// for all projects: a change to one also drops other projects' loads in flight, which then
+    /// load again on their next request.
     forgotten: AtomicU64,
     /// Per project: requests admitted on this node and not yet written.
     unflushed: Mutex<HashMap<String, i64>>,
