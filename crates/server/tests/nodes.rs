@@ -80,6 +80,22 @@ async fn token_request_status(node: &str, client: &str, secret: &str) -> u16 {
         .as_u16()
 }
 
+/// A new grant of `mcp:read` to `client_id` on `resource`, made through `node`: its access token.
+async fn read_token(
+    node: &TestServer,
+    owner: &ezforge_client::Session,
+    client_id: &str,
+    resource: &str,
+) -> String {
+    let code = node.code_for(owner, client_id, resource, "mcp:read").await;
+    let (status, tokens) = node.exchange(client_id, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_on_one_node_take_effect_on_another_at_once() {
     let Some(db) = TestDb::postgres().await else {
@@ -174,13 +190,7 @@ async fn changes_made_on_one_node_take_effect_on_another_at_once() {
         .await
         .expect("forced deployment");
     let client_id = a.public_client().await;
-    let code = a.code_for(&owner, &client_id, &resource, "mcp:read").await;
-    let (status, tokens) = a.exchange(&client_id, &code).await;
-    assert_eq!(status, 200, "{tokens}");
-    let access = tokens["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_string();
+    let access = read_token(&a, &owner, &client_id, &resource).await;
     assert_eq!(mcp_status(&b, Some(&access)).await, 502);
     let grants = as_owner
         .list_grants("demo-project", "demo")
@@ -198,13 +208,7 @@ async fn changes_made_on_one_node_take_effect_on_another_at_once() {
 
     // Grants revoked in bulk: a new grant's token passes B, then A changes the server's access
     // policy to a list that leaves its user out.
-    let code = a.code_for(&owner, &client_id, &resource, "mcp:read").await;
-    let (status, tokens) = a.exchange(&client_id, &code).await;
-    assert_eq!(status, 200, "{tokens}");
-    let access = tokens["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_string();
+    let access = read_token(&a, &owner, &client_id, &resource).await;
     assert_eq!(mcp_status(&b, Some(&access)).await, 502);
     as_owner
         .update_server(
