@@ -180,6 +180,9 @@ pub trait Store: TelemetryStore + Send + Sync + 'static {
     async fn grants_of_server(&self, server_id: &str) -> StoreResult<Vec<GrantRow>>;
     /// Revokes the grant (and so its codes and refresh family); false if already revoked.
     async fn revoke_grant(&self, id: &str, now: i64, reason: &str) -> StoreResult<bool>;
+    /// The live grants whose client a project registered, on a server of another project:
+    /// `/authorize` refuses these since b6f4cc3, and those made before are ended at start.
+    async fn cross_project_grants(&self) -> StoreResult<Vec<String>>;
     // The token endpoint's hot path takes many requests at once (see `oauth::batch`): each
     // method does them all in one transaction with one statement per kind of work (on
     // PostgreSQL, single statements: `store::pg_tokens`), and answers for each, in order.

@@ -73,6 +73,57 @@ ezforge_testkit::backend_tests! {
         assert_eq!(resp.status(), 400, "a deleted client is unknown");
     }
 
+    /// Before b6f4cc3 `/authorize` let a project's client ask for another project's server.
+    /// Such grants are ended when the server starts; the client's grants on its own project's
+    /// servers are not.
+    async fn grants_made_for_another_projects_server_end_at_start(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let req = CreateOAuthClientRequest { client_name: "Acme Agent".into(), redirect_uris: vec![REDIRECT.into()], token_endpoint_auth_method: Some("client_secret_post".into()), grant_types: None };
+        let created = t.as_session(&owner).create_oauth_client("demo-project", &req).await.unwrap();
+        let (id, secret) = (created.client.client_id.clone(), created.client_secret.clone().unwrap());
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let code = t.code_for(&owner, &id, &resource, "mcp:read offline_access").await;
+            let (status, body) = t.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("redirect_uri", REDIRECT), ("client_id", &id), ("client_secret", &secret)]).await;
+            assert_eq!(status, 200, "{body}");
+            tokens.push(body);
+        }
+        t.as_session(&owner).create_project("other-project").await.unwrap();
+        let elsewhere = t.as_session(&owner)
+            .create_server("other-project", &ezforge_proto::CreateServerRequest { name: "Elsewhere".into(), slug: "elsewhere".into(), ..Default::default() })
+            .await
+            .unwrap();
+        // The first grant becomes what the old /authorize could make: this client, the other
+        // project's server.
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(tokens[0]["access_token"].as_str().unwrap().split('.').nth(1).unwrap()).unwrap()).unwrap();
+        let store = ezforge_store::SqlStore::open(&t.db.url, 1).await.unwrap();
+        let moved = sqlx::query("UPDATE oauth_grants SET server_id = $1, resource = $2 WHERE id = $3")
+            .bind(&elsewhere.id)
+            .bind(format!("{}/mcp/elsewhere", t.url))
+            .bind(claims["gid"].as_str().unwrap())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected(), 1);
+        store.close().await;
+
+        let t = t.restart().await;
+        let refresh = |n: usize| {
+            let rt = tokens[n]["refresh_token"].as_str().unwrap().to_string();
+            let (id, secret) = (id.clone(), secret.clone());
+            let t = &t;
+            async move { t.token(&[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", &id), ("client_secret", &secret)]).await }
+        };
+        let (status, body) = refresh(0).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        let (status, body) = refresh(1).await;
+        assert_eq!(status, 200, "the grant on the client's own project's server lives: {body}");
+        let grants = t.as_session(&owner).list_grants("other-project", "elsewhere").await.unwrap();
+        assert_eq!(grants.grants.len(), 1);
+        assert!(grants.grants[0].revoked_at.is_some(), "{:?}", grants.grants[0]);
+    }
+
     async fn grants_are_listed_and_revoked_through_v1(db) {
         let t = TestServer::start(db).await;
         let (owner, resource) = t.with_mcp_server().await;

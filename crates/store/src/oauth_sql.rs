@@ -276,6 +276,20 @@ pub(crate) async fn grants_of_server(
     rs.iter().map(|r| rows::grant(r).map_err(backend)).collect()
 }
 
+pub(crate) async fn cross_project_grants(pool: &AnyPool) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT g.id FROM oauth_grants g
+         JOIN oauth_clients c ON c.client_id = g.client_id
+         JOIN servers s ON s.id = g.server_id
+         WHERE g.revoked_at IS NULL AND c.kind = 'registered'
+           AND (c.project_id IS NULL OR c.project_id <> s.project_id)
+         ORDER BY g.id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(backend)
+}
+
 pub(crate) async fn revoke_grant(
     pool: &AnyPool,
     id: &str,

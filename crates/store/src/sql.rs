@@ -809,6 +809,10 @@ impl Store for SqlStore {
         crate::oauth_sql::revoke_grant(&self.pool, id, now, reason).await
     }
 
+    async fn cross_project_grants(&self) -> StoreResult<Vec<String>> {
+        crate::oauth_sql::cross_project_grants(&self.pool).await
+    }
+
     async fn exchange_codes(
         &self,
         attempts: &[CodeAttempt],

@@ -130,7 +130,26 @@ impl OAuth {
             client_cache: crate::cache::TtlCache::new(50_000, std::time::Duration::from_secs(60)),
         };
         oauth.ensure_signing_key().await?;
+        oauth.end_cross_project_grants().await?;
         Ok(oauth)
+    }
+
+    /// Ends the grants a project's client got for another project's server before `/authorize`
+    /// refused that (b6f4cc3): otherwise their refresh tokens would keep them going for ever.
+    /// Nothing is found once they are ended, so this costs one query at each start.
+    async fn end_cross_project_grants(&self) -> Result<(), OAuthError> {
+        for grant_id in self.store.cross_project_grants().await? {
+            if self
+                .end_grant(
+                    &grant_id,
+                    "client registered in another project than the server's",
+                )
+                .await?
+            {
+                tracing::warn!(%grant_id, "ended a grant its client's project should never have had");
+            }
+        }
+        Ok(())
     }
 
     /// Accepts client metadata documents, fetched with `fetcher`.
