@@ -347,6 +347,78 @@ ezforge_testkit::backend_tests! {
         assert_eq!(status, 400, "the successor was revoked with its family");
     }
 
+    /// Refresh tokens carry their family and generation under a tag only the server can make:
+    /// a generation made up, or a tag changed, is an unknown token, refused before any lookup,
+    /// and it revokes nothing. A token two generations back is a reuse even inside the grace
+    /// window (the window is for a retry of the token just spent).
+    async fn made_up_generations_are_unknown_and_old_ones_are_reuse(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let rt0 = tokens["refresh_token"].as_str().unwrap().to_string();
+        let parts: Vec<&str> = rt0.split('.').collect();
+        assert_eq!((parts.len(), parts[1]), (3, "0"), "{rt0}");
+        let made_up = [
+            format!("{}.1.{}", parts[0], parts[2]),
+            format!("{}.0.{}", parts[0], "A".repeat(43)),
+            format!("{}.00.{}", parts[0], parts[2]),
+            format!("{}x.0.{}", parts[0], parts[2]),
+        ];
+        for token in &made_up {
+            let (status, body) = t.refresh(&client_id, token).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{token}: {body}");
+        }
+        let (status, one) = t.refresh(&client_id, &rt0).await;
+        assert_eq!(status, 200, "nothing was revoked: {one}");
+        let rt1 = one["refresh_token"].as_str().unwrap().to_string();
+        assert!(rt1.starts_with(&format!("{}.1.", parts[0])), "{rt1}");
+        let (status, two) = t.refresh(&client_id, &rt1).await;
+        assert_eq!(status, 200, "{two}");
+        let (status, body) = t.refresh(&client_id, &rt0).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "two generations back: {body}");
+        let (status, _) = t.refresh(&client_id, two["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 400, "the reuse revoked the family");
+    }
+
+    /// A refresh token issued before families (a row per token, found by SHA-256) still
+    /// refreshes: its rotation moves it to a family, a retry inside the grace window gets that
+    /// family's first token again, and its reuse once the family has moved on revokes the grant.
+    async fn tokens_of_the_old_kind_move_to_a_family(db) {
+        let t = TestServer::start(db).await;
+        let (owner, resource) = t.with_mcp_server().await;
+        let client_id = t.public_client().await;
+        let code = t.code_for(&owner, &client_id, &resource, "mcp:read offline_access").await;
+        let (_, tokens) = t.exchange(&client_id, &code).await;
+        let (_, body) = claims(tokens["access_token"].as_str().unwrap());
+        let old = format!("ezf_rt_{}", ezforge_core::secret::random_token());
+        let store = ezforge_store::SqlStore::open(&t.db.url, 1).await.unwrap();
+        sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(ezforge_core::secret::hash(&old))
+            .bind(body["gid"].as_str().unwrap())
+            .bind("mcp:read offline_access")
+            .bind(body["iat"].as_i64().unwrap())
+            .bind(body["iat"].as_i64().unwrap() + 3600)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+        let (status, first) = t.refresh(&client_id, &old).await;
+        assert_eq!(status, 200, "{first}");
+        let next = first["refresh_token"].as_str().unwrap().to_string();
+        assert_eq!(next.split('.').nth(1), Some("0"), "a family's first token: {next}");
+        let (status, again) = t.refresh(&client_id, &old).await;
+        assert_eq!(status, 200, "a retry: {again}");
+        assert_eq!(again["refresh_token"], first["refresh_token"]);
+        let (status, moved) = t.refresh(&client_id, &next).await;
+        assert_eq!(status, 200, "{moved}");
+        let (status, body) = t.refresh(&client_id, &old).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        let (status, _) = t.refresh(&client_id, moved["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 400, "the reuse revoked the grant");
+    }
+
     /// 50 concurrent uses of one refresh token leave at most one live chain.
     async fn concurrent_refreshes_leave_one_chain(db) {
         let t = TestServer::start(db).await;
@@ -478,9 +550,13 @@ ezforge_testkit::backend_tests! {
         t.clock.advance(30 * 24 * 3600 + 1);
         let (status, body) = t.refresh(&client_id, rt).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        // The family's one row stays one generation on (where the rotation above left it).
         let store = ezforge_store::SqlStore::open(&t.db.url, 1).await.unwrap();
-        let row = ezforge_core::Store::refresh(&store, &ezforge_core::secret::hash(rt)).await.unwrap().unwrap();
-        assert_eq!((row.used_at, row.successor_hash), (None, None));
+        let rows: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as("SELECT generation, used_at FROM oauth_refresh_tokens")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(Some(1), None)]);
     }
 
     /// PostgreSQL's text cannot hold a NUL character. Input with one is a bad request there

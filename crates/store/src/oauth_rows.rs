@@ -84,6 +84,7 @@ pub(crate) fn refresh(r: &AnyRow) -> Result<RefreshRow, sqlx::Error> {
         expires_at: r.try_get("expires_at")?,
         used_at: r.try_get("used_at")?,
         successor_hash: r.try_get("successor_hash")?,
+        generation: r.try_get("generation")?,
     })
 }
 

@@ -25,7 +25,7 @@ macro_rules! code_cols {
 }
 macro_rules! refresh_cols {
     () => {
-        "token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash"
+        "token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash, generation"
     };
 }
 
@@ -519,7 +519,7 @@ pub(crate) async fn insert_refreshes(
     tokens.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
     for chunk in tokens.chunks(CHUNK) {
         let values = (0..chunk.len().next_power_of_two())
-            .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
+            .map(|i| format!("({})", placeholders(1 + 8 * i, 8)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -537,7 +537,7 @@ pub(crate) async fn insert_refreshes(
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Binds a refresh token's columns, in `refresh_cols!` order (7 placeholders).
+/// Binds a refresh token's columns, in `refresh_cols!` order (8 placeholders).
 pub(crate) fn bind_refresh<'q>(q: AnyQuery<'q>, t: &'q RefreshRow) -> AnyQuery<'q> {
     q.bind(&t.token_hash)
         .bind(&t.grant_id)
@@ -546,6 +546,7 @@ pub(crate) fn bind_refresh<'q>(q: AnyQuery<'q>, t: &'q RefreshRow) -> AnyQuery<'
         .bind(t.expires_at)
         .bind(t.used_at)
         .bind(&t.successor_hash)
+        .bind(t.generation)
 }
 
 pub(crate) async fn refresh(pool: &AnyPool, hash: &str) -> StoreResult<Option<RefreshRow>> {
@@ -673,8 +674,76 @@ pub(crate) async fn spend_refreshes(
     rotations(conn, chunk, &spent).await
 }
 
-/// Spends a chunk's tokens, storing their successors first (in the same transaction).
+/// Rotates a chunk in the same transaction: families' rows move to their next generation
+/// (`advance_families`), tokens of the old kind are spent for their successors
+/// (`spend_chunk`). Answers in the chunk's order.
 async fn rotate_chunk(
+    conn: &mut AnyConnection,
+    chunk: &[RotationAttempt],
+    now: i64,
+) -> StoreResult<Vec<Rotation>> {
+    let (families, legacy) = split_kinds(chunk);
+    let mut out = vec![Rotation::Unknown; chunk.len()];
+    let attempts: Vec<&RotationAttempt> = families.iter().map(|&i| &chunk[i]).collect();
+    for (i, r) in families
+        .iter()
+        .zip(advance_families(conn, &attempts).await?)
+    {
+        out[*i] = r;
+    }
+    if !legacy.is_empty() {
+        let attempts: Vec<RotationAttempt> = legacy.iter().map(|&i| chunk[i].clone()).collect();
+        for (i, r) in legacy.iter().zip(spend_chunk(conn, &attempts, now).await?) {
+            out[*i] = r;
+        }
+    }
+    Ok(out)
+}
+
+/// The indexes of a chunk's family attempts, and of its attempts of the old kind.
+pub(crate) fn split_kinds(chunk: &[RotationAttempt]) -> (Vec<usize>, Vec<usize>) {
+    (0..chunk.len()).partition(|&i| chunk[i].generation.is_some())
+}
+
+/// Moves each family's row to the attempt's next generation if it is still at the attempt's
+/// own, one statement each, and answers each attempt: the row as moved, or as found (spent
+/// for that generation), or unknown. A family is presented here only when a batch's first
+/// pass did not rotate it (on PostgreSQL), or on SQLite without the token connection.
+pub(crate) async fn advance_families(
+    conn: &mut AnyConnection,
+    attempts: &[&RotationAttempt],
+) -> StoreResult<Vec<Rotation>> {
+    let mut out = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let row = sqlx::query(concat!(
+            "UPDATE oauth_refresh_tokens SET generation = $1, created_at = $2, expires_at = $3 WHERE token_hash = $4 AND generation = $5 RETURNING ",
+            refresh_cols!()
+        ))
+        .bind(a.successor.generation)
+        .bind(a.successor.created_at)
+        .bind(a.successor.expires_at)
+        .bind(&a.token_hash)
+        .bind(a.generation)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        out.push(match row {
+            Some(r) => Rotation::Rotated(rows::refresh(&r).map_err(backend)?),
+            None => match refreshes(conn, &[a.token_hash.as_str()])
+                .await?
+                .remove(&a.token_hash)
+            {
+                Some(row) => Rotation::AlreadyUsed(row),
+                None => Rotation::Unknown,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Spends a chunk's tokens of the old kind, storing their successors first (in the same
+/// transaction).
+async fn spend_chunk(
     conn: &mut AnyConnection,
     chunk: &[RotationAttempt],
     now: i64,
@@ -685,7 +754,7 @@ async fn rotate_chunk(
     insert_refreshes(conn, &successors).await?;
     let (cases, list) = successor_cases(2, chunk.len().next_power_of_two());
     let sql = format!(
-        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = {cases} WHERE used_at IS NULL AND token_hash IN ({list}) RETURNING {}",
+        "UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = {cases} WHERE used_at IS NULL AND generation IS NULL AND token_hash IN ({list}) RETURNING {}",
         refresh_cols!()
     );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
@@ -732,7 +801,7 @@ pub(crate) async fn refreshes_with_grants(
     let mut found = HashMap::new();
     for chunk in hashes.chunks(CHUNK) {
         let sql = format!(
-            "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash,
+            "SELECT r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash, r.generation,
                     g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason
              FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash IN ({})",
             placeholders(1, chunk.len().next_power_of_two())
@@ -751,6 +820,7 @@ pub(crate) async fn refreshes_with_grants(
                 expires_at: sqlx::Row::try_get(&r, "expires_at").map_err(backend)?,
                 used_at: sqlx::Row::try_get(&r, "used_at").map_err(backend)?,
                 successor_hash: sqlx::Row::try_get(&r, "successor_hash").map_err(backend)?,
+                generation: sqlx::Row::try_get(&r, "generation").map_err(backend)?,
             };
             found.insert(refresh.token_hash.clone(), (refresh, grant));
         }

@@ -36,8 +36,8 @@
 
 use crate::oauth_rows as rows;
 use crate::oauth_sql::{
-    bind_refresh, code_uses, insert_refreshes, padded, placeholders, spend_refreshes,
-    successor_cases,
+    advance_families, bind_refresh, code_uses, insert_refreshes, padded, placeholders,
+    spend_refreshes, split_kinds, successor_cases,
 };
 use crate::rows::backend;
 use ezforge_core::oauth::model::*;
@@ -125,7 +125,7 @@ pub(crate) async fn exchange_codes(
 /// and the stored refresh token's (`r_` + name).
 const CODE_COLS: &str = "c.code_hash AS c_code_hash, c.grant_id AS c_grant_id, c.client_id AS c_client_id, c.redirect_uri AS c_redirect_uri, c.code_challenge AS c_code_challenge, c.created_at AS c_created_at, c.expires_at AS c_expires_at, c.used_at AS c_used_at";
 const GRANT_COLS: &str = "g.id, g.user_id, g.client_id, g.server_id, g.resource, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason";
-const REFRESH_COLS: &str = "token_hash AS r_token_hash, grant_id AS r_grant_id, scope AS r_scope, created_at AS r_created_at, expires_at AS r_expires_at, used_at AS r_used_at, successor_hash AS r_successor_hash";
+const REFRESH_COLS: &str = "token_hash AS r_token_hash, grant_id AS r_grant_id, scope AS r_scope, created_at AS r_created_at, expires_at AS r_expires_at, used_at AS r_used_at, successor_hash AS r_successor_hash, generation AS r_generation";
 
 /// Spends a chunk's codes, reads their grants and stores their offers, in one statement.
 /// Returns what it did for each code it spent, by code hash.
@@ -148,18 +148,25 @@ async fn spend_codes(
     let n = unique.len().next_power_of_two();
     let values = (0..n)
         .map(|i| {
-            let b = 2 + 5 * i;
-            format!("(${b}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+            let b = 2 + 6 * i;
+            format!(
+                "(${b}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            )
         })
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "WITH a (code_hash, client_id, code_challenge, offer_hash, offer_ttl) AS (VALUES {values}), \
+        "WITH a (code_hash, client_id, code_challenge, offer_hash, offer_ttl, offer_generation) AS (VALUES {values}), \
          spent AS (UPDATE oauth_codes c SET used_at = $1 FROM a \
            WHERE c.used_at IS NULL AND c.code_hash = a.code_hash AND c.client_id = a.client_id AND c.code_challenge = a.code_challenge \
-           RETURNING {CODE_COLS}, a.offer_hash, a.offer_ttl), \
-         stored AS (INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash) \
-           SELECT s.offer_hash, g.id, g.scope, $1, $1 + s.offer_ttl, NULL, NULL \
+           RETURNING {CODE_COLS}, a.offer_hash, a.offer_ttl, a.offer_generation), \
+         stored AS (INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash, generation) \
+           SELECT s.offer_hash, g.id, g.scope, $1, $1 + s.offer_ttl, NULL, NULL, s.offer_generation \
            FROM spent s JOIN oauth_grants g ON g.id = s.c_grant_id \
            WHERE s.offer_hash IS NOT NULL AND s.c_expires_at > $1 AND g.revoked_at IS NULL \
              AND '{OFFLINE_ACCESS}' = ANY (string_to_array(g.scope, ' ')) \
@@ -178,7 +185,8 @@ async fn spend_codes(
             .bind(&a.client_id)
             .bind(&a.code_challenge)
             .bind(offer.map(|o| o.token_hash.clone()))
-            .bind(offer.map(|o| o.ttl_secs));
+            .bind(offer.map(|o| o.ttl_secs))
+            .bind(offer.and_then(|o| o.generation));
     }
     let mut out = HashMap::new();
     for r in q.fetch_all(&mut *conn).await.map_err(backend)? {
@@ -214,6 +222,7 @@ fn spent_row(r: &sqlx::any::AnyRow) -> Result<Spent, sqlx::Error> {
             expires_at: r.try_get("r_expires_at")?,
             used_at: r.try_get("r_used_at")?,
             successor_hash: r.try_get("r_successor_hash")?,
+            generation: r.try_get("r_generation")?,
         }),
         None => None,
     };
@@ -266,10 +275,14 @@ pub(crate) async fn renew_refreshes(
                 (Some(attempt), Some(f)) if rotated_here => {
                     let stored = p.terms.as_ref().map(|t| &t.successor_hash);
                     if stored == Some(&attempt.successor.token_hash) {
-                        out[i] = Some(Rotation::Rotated(RefreshRow {
-                            used_at: Some(now),
-                            successor_hash: stored.cloned(),
-                            ..f.row.clone()
+                        out[i] = Some(Rotation::Rotated(match p.generation {
+                            // The family's row, as the statement moved it.
+                            Some(_) => attempt.successor,
+                            None => RefreshRow {
+                                used_at: Some(now),
+                                successor_hash: stored.cloned(),
+                                ..f.row.clone()
+                            },
                         }));
                     } else {
                         // The request fails (its rotation is not answered) rather than be
@@ -286,7 +299,7 @@ pub(crate) async fn renew_refreshes(
                         "a refresh token was rotated on terms its checks refused; the token is spent"
                     );
                 }
-                (Some(_), Some(f)) if f.row.used_at.is_some() => {
+                (Some(_), Some(f)) if f.row.spent_for(p.generation) => {
                     out[i] = Some(Rotation::AlreadyUsed(f.row.clone()));
                 }
                 (Some(attempt), _) => later.push((i, attempt)),
@@ -324,28 +337,32 @@ async fn read_and_rotate(
     now: i64,
 ) -> StoreResult<HashMap<usize, Found>> {
     let values = (0..chunk.len().next_power_of_two())
-        .map(|i| format!("({})", placeholders(2 + 7 * i, 7)))
+        .map(|i| format!("({})", placeholders(2 + 8 * i, 8)))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "WITH a (i, token_hash, next_hash, client_id, resource, scope, ttl) AS (VALUES {values}), \
-         found AS (SELECT a.i, a.next_hash, a.ttl, \
-             r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash, {GRANT_COLS}, \
-             (a.next_hash IS NOT NULL AND r.used_at IS NULL AND r.expires_at > $1 AND g.revoked_at IS NULL \
+        "WITH a (i, token_hash, gen, next_hash, client_id, resource, scope, ttl) AS (VALUES {values}), \
+         found AS (SELECT a.i, a.gen AS a_gen, a.next_hash, a.ttl, \
+             r.token_hash, r.grant_id, r.scope AS r_scope, r.created_at AS r_created_at, r.expires_at, r.used_at, r.successor_hash, r.generation, {GRANT_COLS}, \
+             (a.next_hash IS NOT NULL AND r.used_at IS NULL AND r.generation IS NOT DISTINCT FROM a.gen AND r.expires_at > $1 AND g.revoked_at IS NULL \
               AND g.client_id = a.client_id AND (a.resource IS NULL OR g.resource = a.resource) \
               AND (a.scope IS NULL OR string_to_array(a.scope, ' ') <@ string_to_array(r.scope, ' '))) AS ok \
            FROM a JOIN oauth_refresh_tokens r ON r.token_hash = a.token_hash JOIN oauth_grants g ON g.id = r.grant_id), \
-         chosen AS (SELECT DISTINCT ON (token_hash) token_hash, next_hash, grant_id, r_scope, ttl \
+         chosen AS (SELECT DISTINCT ON (token_hash) token_hash, a_gen, next_hash, grant_id, r_scope, ttl \
            FROM found WHERE ok ORDER BY token_hash, i), \
          successors AS (INSERT INTO oauth_refresh_tokens ({cols}) \
-           SELECT next_hash, grant_id, r_scope, $1, $1 + ttl, NULL, NULL FROM chosen ORDER BY next_hash \
+           SELECT next_hash, grant_id, r_scope, $1, $1 + ttl, NULL, NULL, 0 FROM chosen WHERE a_gen IS NULL ORDER BY next_hash \
            ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash), \
          spent AS (UPDATE oauth_refresh_tokens t SET used_at = $1, \
              successor_hash = (SELECT c.next_hash FROM chosen c WHERE c.token_hash = t.token_hash) \
-           WHERE (SELECT count(*) FROM successors) >= 0 AND t.used_at IS NULL \
-             AND t.token_hash = ANY (ARRAY (SELECT token_hash FROM chosen)) \
+           WHERE (SELECT count(*) FROM successors) >= 0 AND t.used_at IS NULL AND t.generation IS NULL \
+             AND t.token_hash = ANY (ARRAY (SELECT token_hash FROM chosen WHERE a_gen IS NULL)) \
+           RETURNING t.token_hash), \
+         advanced AS (UPDATE oauth_refresh_tokens t SET generation = c.a_gen + 1, created_at = $1, expires_at = $1 + c.ttl \
+           FROM chosen c WHERE c.a_gen IS NOT NULL AND t.token_hash = c.token_hash AND t.generation = c.a_gen \
            RETURNING t.token_hash) \
-         SELECT found.*, COALESCE(ok AND found.token_hash IN (SELECT token_hash FROM spent), false) AS rotated FROM found",
+         SELECT found.*, COALESCE(ok AND (found.token_hash IN (SELECT token_hash FROM spent) \
+             OR found.token_hash IN (SELECT token_hash FROM advanced)), false) AS rotated FROM found",
         cols = refresh_cols!(),
     );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
@@ -354,6 +371,7 @@ async fn read_and_rotate(
         q = q
             .bind(*i as i64)
             .bind(&p.token_hash)
+            .bind(p.generation)
             .bind(t.map(|t| t.successor_hash.clone()))
             .bind(t.map(|t| t.client_id.clone()))
             .bind(t.and_then(|t| t.resource.clone()))
@@ -372,6 +390,7 @@ async fn read_and_rotate(
                 expires_at: r.try_get("expires_at").map_err(backend)?,
                 used_at: r.try_get("used_at").map_err(backend)?,
                 successor_hash: r.try_get("successor_hash").map_err(backend)?,
+                generation: r.try_get("generation").map_err(backend)?,
             },
             grant: rows::grant(&r).map_err(backend)?,
             rotated: r.try_get("rotated").map_err(backend)?,
@@ -393,19 +412,45 @@ async fn rotate(
     chunk: &[RotationAttempt],
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
+    // Families' rows move one statement each (they get here only when the first pass did not
+    // rotate them); tokens of the old kind go together as below.
+    let (families, legacy) = split_kinds(chunk);
+    let mut out = vec![Rotation::Unknown; chunk.len()];
+    let attempts: Vec<&RotationAttempt> = families.iter().map(|&i| &chunk[i]).collect();
+    for (i, r) in families
+        .iter()
+        .zip(advance_families(conn, &attempts).await?)
+    {
+        out[*i] = r;
+    }
+    if !legacy.is_empty() {
+        let attempts: Vec<RotationAttempt> = legacy.iter().map(|&i| chunk[i].clone()).collect();
+        for (i, r) in legacy.iter().zip(spend(conn, &attempts, now).await?) {
+            out[*i] = r;
+        }
+    }
+    Ok(out)
+}
+
+/// Stores the successors of tokens of the old kind and spends the tokens (see `rotate`).
+async fn spend(
+    conn: &mut AnyConnection,
+    chunk: &[RotationAttempt],
+    now: i64,
+) -> StoreResult<Vec<Rotation>> {
     let mut successors: Vec<&RefreshRow> = chunk.iter().map(|a| &a.successor).collect();
     successors.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
     let n = chunk.len().next_power_of_two();
     let values = (0..n)
-        .map(|i| format!("({})", placeholders(2 + 7 * i, 7)))
+        .map(|i| format!("({})", placeholders(2 + 8 * i, 8)))
         .collect::<Vec<_>>()
         .join(", ");
-    let (cases, list) = successor_cases(2 + 7 * n, n);
+    let (cases, list) = successor_cases(2 + 8 * n, n);
     let sql = format!(
         "WITH successors AS (INSERT INTO oauth_refresh_tokens ({cols}) VALUES {values} \
            ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash) \
          UPDATE oauth_refresh_tokens SET used_at = $1, successor_hash = {cases} \
-         WHERE (SELECT count(*) FROM successors) >= 0 AND used_at IS NULL AND token_hash IN ({list}) \
+         WHERE (SELECT count(*) FROM successors) >= 0 AND used_at IS NULL AND generation IS NULL AND token_hash IN ({list}) \
          RETURNING {cols}",
         cols = refresh_cols!(),
     );

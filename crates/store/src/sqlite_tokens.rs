@@ -24,7 +24,7 @@ use std::sync::Mutex;
 const CODE_COLS: &str =
     "code_hash, grant_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at";
 const REFRESH_COLS: &str =
-    "token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash";
+    "token_hash, grant_id, scope, created_at, expires_at, used_at, successor_hash, generation";
 const GRANT_COLS: &str = "id, user_id, client_id, server_id, resource, scope, created_at, last_used_at, revoked_at, revoked_reason";
 
 pub(crate) struct TokenDb {
@@ -176,7 +176,7 @@ impl TokenDb {
         {
             let mut read_with_grant = tx
                 .prepare_cached(&format!(
-                    "SELECT r.token_hash, r.grant_id, r.scope, r.created_at, r.expires_at, r.used_at, r.successor_hash, {}
+                    "SELECT r.token_hash, r.grant_id, r.scope, r.created_at, r.expires_at, r.used_at, r.successor_hash, r.generation, {}
                      FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = ?1",
                     GRANT_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
                 ))
@@ -185,7 +185,7 @@ impl TokenDb {
             for (i, p) in presented.iter().enumerate() {
                 let stored = read_with_grant
                     .query_row([&p.token_hash], |r| {
-                        Ok((refresh_row(r, 0)?, grant_at(r, 7)?))
+                        Ok((refresh_row(r, 0)?, grant_at(r, 8)?))
                     })
                     .optional()
                     .map_err(backend)?;
@@ -194,7 +194,12 @@ impl TokenDb {
             let mut insert = insert_refresh(&tx)?;
             let mut spend = tx
                 .prepare_cached(&format!(
-                    "UPDATE oauth_refresh_tokens SET used_at = ?1, successor_hash = ?2 WHERE token_hash = ?3 AND used_at IS NULL RETURNING {REFRESH_COLS}"
+                    "UPDATE oauth_refresh_tokens SET used_at = ?1, successor_hash = ?2 WHERE token_hash = ?3 AND used_at IS NULL AND generation IS NULL RETURNING {REFRESH_COLS}"
+                ))
+                .map_err(backend)?;
+            let mut advance = tx
+                .prepare_cached(&format!(
+                    "UPDATE oauth_refresh_tokens SET generation = ?1, created_at = ?2, expires_at = ?3 WHERE token_hash = ?4 AND generation = ?5 RETURNING {REFRESH_COLS}"
                 ))
                 .map_err(backend)?;
             let mut read = tx
@@ -207,15 +212,33 @@ impl TokenDb {
                     out.push(None);
                     continue;
                 };
-                // A successor is derived from its parent token, so inserting it is
-                // idempotent; it is inserted before the parent is spent.
-                insert_refresh_row(&mut insert, &a.successor)?;
-                let spent = spend
-                    .query_row(params![now, a.successor.token_hash, a.token_hash], |r| {
-                        refresh_row(r, 0)
-                    })
-                    .optional()
-                    .map_err(backend)?;
+                let spent = match a.generation {
+                    // A family's row moves to the next generation, if it is still at this one.
+                    Some(generation) => advance
+                        .query_row(
+                            params![
+                                a.successor.generation,
+                                a.successor.created_at,
+                                a.successor.expires_at,
+                                a.token_hash,
+                                generation
+                            ],
+                            |r| refresh_row(r, 0),
+                        )
+                        .optional()
+                        .map_err(backend)?,
+                    None => {
+                        // A successor is derived from its parent token, so inserting it is
+                        // idempotent; it is inserted before the parent is spent.
+                        insert_refresh_row(&mut insert, &a.successor)?;
+                        spend
+                            .query_row(params![now, a.successor.token_hash, a.token_hash], |r| {
+                                refresh_row(r, 0)
+                            })
+                            .optional()
+                            .map_err(backend)?
+                    }
+                };
                 let rotation = match spent {
                     Some(row) => Rotation::Rotated(row),
                     None => match read
@@ -253,7 +276,7 @@ fn insert_refresh<'c>(
     tx: &'c rusqlite::Transaction<'_>,
 ) -> StoreResult<rusqlite::CachedStatement<'c>> {
     tx.prepare_cached(&format!(
-        "INSERT INTO oauth_refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (token_hash) DO NOTHING"
+        "INSERT INTO oauth_refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (token_hash) DO NOTHING"
     ))
     .map_err(backend)
 }
@@ -270,7 +293,8 @@ fn insert_refresh_row(
             t.created_at,
             t.expires_at,
             t.used_at,
-            t.successor_hash
+            t.successor_hash,
+            t.generation
         ])
         .map_err(backend)?;
     Ok(())
@@ -298,6 +322,7 @@ fn refresh_row(r: &Row<'_>, at: usize) -> rusqlite::Result<RefreshRow> {
         expires_at: r.get(at + 4)?,
         used_at: r.get(at + 5)?,
         successor_hash: r.get(at + 6)?,
+        generation: r.get(at + 7)?,
     })
 }
 

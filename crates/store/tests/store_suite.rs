@@ -159,13 +159,19 @@ fn refresh_row(hash: &str, grant: &GrantRow) -> RefreshRow {
         expires_at: 1000,
         used_at: None,
         successor_hash: None,
+        generation: None,
     }
 }
 
+/// The rotation of a token of the old kind: its successor is a family's first row.
 fn rotation(hash: &str, grant: &GrantRow) -> RotationAttempt {
     RotationAttempt {
         token_hash: hash.into(),
-        successor: refresh_row(&format!("{hash}-next"), grant),
+        generation: None,
+        successor: RefreshRow {
+            generation: Some(0),
+            ..refresh_row(&format!("{hash}-next"), grant)
+        },
     }
 }
 
@@ -312,6 +318,7 @@ fn offering(hash: &str, challenge: &str, offer: &str) -> CodeAttempt {
         refresh: Some(RefreshOffer {
             token_hash: offer.into(),
             ttl_secs: 900,
+            generation: Some(0),
         }),
         ..attempt(hash, "cli_1", challenge)
     }
@@ -322,6 +329,7 @@ fn offered_row(hash: &str, grant: &GrantRow, now: i64) -> RefreshRow {
     RefreshRow {
         created_at: now,
         expires_at: now + 900,
+        generation: Some(0),
         ..refresh_row(hash, grant)
     }
 }
@@ -413,6 +421,7 @@ fn presented(hashes: &[String], grant: &GrantRow, terms: Terms) -> Vec<RefreshPr
         .iter()
         .map(|h| RefreshPresented {
             token_hash: h.clone(),
+            generation: None,
             terms: match terms {
                 Terms::None => None,
                 Terms::Met | Terms::Unmet => Some(RotationTerms {
@@ -543,6 +552,147 @@ async fn refresh_rotation_in_batches_leaves_one_chain_on(store: &SqlStore, terms
     }
 }
 
+/// A family's rows (`core::oauth::family`): `key` at `generation`, made at 10, expiring at 1000.
+async fn store_family(store: &SqlStore, grant: &GrantRow, key: &str, generation: i64) {
+    sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, scope, created_at, expires_at, generation) VALUES ($1, $2, $3, 10, 1000, $4)")
+        .bind(key).bind(&grant.id).bind(&grant.scope).bind(generation)
+        .execute(store.pool()).await.unwrap();
+}
+
+/// Presentations of families' tokens: (key, generation).
+fn family_presented(
+    tokens: &[(&str, i64)],
+    grant: &GrantRow,
+    terms: Terms,
+) -> Vec<RefreshPresented> {
+    let keys: Vec<String> = tokens.iter().map(|(k, _)| k.to_string()).collect();
+    presented(&keys, grant, terms)
+        .into_iter()
+        .zip(tokens)
+        .map(|(p, (key, generation))| RefreshPresented {
+            generation: Some(*generation),
+            terms: p.terms.map(|t| RotationTerms {
+                successor_hash: key.to_string(),
+                ..t
+            }),
+            ..p
+        })
+        .collect()
+}
+
+/// What the token endpoint decides on a family's token as stored: rotate it from the presented
+/// generation to the next, at `now` for 940 seconds (the terms' lifetime), unless the row is
+/// behind the token or of the other kind.
+fn family_renew(
+    presented: &[RefreshPresented],
+    grant: &GrantRow,
+    now: i64,
+) -> impl FnMut(usize, Option<(RefreshRow, GrantRow)>) -> Option<RotationAttempt> {
+    let (presented, grant) = (presented.to_vec(), grant.clone());
+    move |i, stored| {
+        let (row, _) = stored?;
+        let generation = presented[i].generation?;
+        if row.generation? < generation {
+            return None;
+        }
+        Some(RotationAttempt {
+            token_hash: row.token_hash.clone(),
+            generation: Some(generation),
+            successor: RefreshRow {
+                created_at: now,
+                expires_at: now + 940,
+                generation: Some(generation + 1),
+                ..refresh_row(&row.token_hash, &grant)
+            },
+        })
+    }
+}
+
+/// A family rotates in place: one row, moved one generation per rotation, whichever store and
+/// whether or not the terms are met in the statement that reads it. Of two presentations of
+/// one generation the first rotates and the second finds the family one generation on; an
+/// older generation finds it where it is; a token of a generation the row has not reached is
+/// declined; a token of the old kind never reaches a family's row, nor the reverse.
+async fn families_rotate_in_place_on(store: &SqlStore, terms: Terms) {
+    let grant = grant_with_codes(store, 1).await;
+    store_family(store, &grant, "fam-a", 0).await;
+    store_family(store, &grant, "fam-b", 3).await;
+    store_refresh_tokens(store, &grant, 1).await;
+    let tokens = [
+        ("fam-a", 0),
+        ("fam-a", 0),
+        ("fam-b", 2),
+        ("ghost", 0),
+        ("fam-b", 3),
+        ("fam-a", 5),
+        ("rt-0", 0),
+    ];
+    let mut batch = family_presented(&tokens, &grant, terms);
+    // A token of the old kind presented as a family's, and a family's as the old kind.
+    batch.push(presented(&["fam-a".to_string()], &grant, terms).remove(0));
+    let mut renew = family_renew(&batch, &grant, 60);
+    let out = store.renew_refreshes(&batch, 60, &mut renew).await.unwrap();
+    let moved = |r: &Option<Rotation>, g: i64| matches!(r, Some(Rotation::Rotated(row)) if row.generation == Some(g) && row.used_at.is_none());
+    let found_at = |r: &Option<Rotation>, g: i64| matches!(r, Some(Rotation::AlreadyUsed(row)) if row.generation == Some(g) && row.used_at.is_none());
+    assert!(moved(&out[0], 1), "{:?}", out[0]);
+    assert!(found_at(&out[1], 1), "{:?}", out[1]);
+    assert!(found_at(&out[2], 3), "an older generation: {:?}", out[2]);
+    assert_eq!(out[3], None, "unknown");
+    assert!(moved(&out[4], 4), "{:?}", out[4]);
+    assert_eq!(
+        out[5], None,
+        "a generation the row has not reached is declined"
+    );
+    assert_eq!(out[6], None, "a row of the old kind is not a family's");
+    assert!(
+        !matches!(out[7], Some(Rotation::Rotated(_))),
+        "a family's row is not the old kind's: {:?}",
+        out[7]
+    );
+    let a = store.refresh("fam-a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            a.generation,
+            a.created_at,
+            a.expires_at,
+            a.used_at,
+            a.successor_hash
+        ),
+        (Some(1), 60, 1000, None, None)
+    );
+    assert_eq!(
+        store.refresh("fam-b").await.unwrap().unwrap().generation,
+        Some(4)
+    );
+    let rt0 = store.refresh("rt-0").await.unwrap().unwrap();
+    assert_eq!(
+        (rt0.used_at, rt0.generation),
+        (None, None),
+        "the old kind's row is left alone"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM oauth_refresh_tokens")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3, "no row was added");
+    // A later batch: the spent generation finds the row where it is; the current one moves it.
+    let batch = family_presented(&[("fam-a", 0), ("fam-a", 1)], &grant, terms);
+    let mut renew = family_renew(&batch, &grant, 70);
+    let out = store.renew_refreshes(&batch, 70, &mut renew).await.unwrap();
+    assert!(found_at(&out[0], 1), "{:?}", out[0]);
+    assert!(moved(&out[1], 2), "{:?}", out[1]);
+    // 40 families in one call: more than one statement's worth.
+    let keys: Vec<String> = (0..40).map(|i| format!("fam-{i}")).collect();
+    for k in &keys {
+        store_family(store, &grant, k, 7).await;
+    }
+    let tokens: Vec<(&str, i64)> = keys.iter().map(|k| (k.as_str(), 7)).collect();
+    let batch = family_presented(&tokens, &grant, terms);
+    let mut renew = family_renew(&batch, &grant, 80);
+    let out = store.renew_refreshes(&batch, 80, &mut renew).await.unwrap();
+    assert!(out.iter().all(|r| moved(r, 8)), "{out:?}");
+}
+
 /// The token endpoint's own PostgreSQL connection, lost while idle (a server restart, a
 /// proxy's idle timeout), is noticed before a batch runs on it: the batch gets a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,6 +778,7 @@ async fn in_memory_sqlite_batches_codes_and_refreshes_alike() {
     offers_are_stored_exactly_when_issued_on(&store().await.unwrap()).await;
     for terms in [Terms::None, Terms::Met, Terms::Unmet] {
         refresh_rotation_in_batches_leaves_one_chain_on(&store().await.unwrap(), terms).await;
+        families_rotate_in_place_on(&store().await.unwrap(), terms).await;
     }
 }
 
@@ -800,6 +951,18 @@ ezforge_testkit::backend_tests! {
         refresh_rotation_in_batches_leaves_one_chain_on(&open(&db.url).await, Terms::Unmet).await;
     }
 
+    async fn families_rotate_in_place(db) {
+        families_rotate_in_place_on(&open(&db.url).await, Terms::None).await;
+    }
+
+    async fn families_rotate_in_place_on_met_terms(db) {
+        families_rotate_in_place_on(&open(&db.url).await, Terms::Met).await;
+    }
+
+    async fn families_rotate_in_place_on_unmet_terms(db) {
+        families_rotate_in_place_on(&open(&db.url).await, Terms::Unmet).await;
+    }
+
     /// Batches that run at once (as on two nodes, each with its own executor) are ordered by
     /// the statements' own locking: each token is rotated once, and its other presentation
     /// finds it spent with that one successor. Presented in opposite orders, one side on its
@@ -844,7 +1007,7 @@ ezforge_testkit::backend_tests! {
         assert_eq!(users.unwrap(), 1);
         store.close().await;
         let store = open(&db.url).await;
-        let none = RefreshPresented { token_hash: "none".into(), terms: None };
+        let none = RefreshPresented { token_hash: "none".into(), generation: None, terms: None };
         store.renew_refreshes(&[none], 10, &mut |_, _| None).await.unwrap();
         tokio::time::timeout(limit, store.close()).await.expect("close gives the held connection back");
     }

@@ -1,5 +1,6 @@
 //! Revocation (RFC 7009), introspection (RFC 7662) and grant management.
 
+use super::family::Presented;
 use super::model::{ClientRow, GrantRow};
 use super::{OAuth, OAuthError};
 use crate::invalidation::{self, Invalidation};
@@ -31,10 +32,22 @@ impl OAuth {
         token: &str,
     ) -> Result<Option<(GrantRow, Option<i64>, &'static str)>, OAuthError> {
         if token.starts_with("ezf_rt_") {
-            let Some(row) = self.store.refresh(&secret::hash(token)).await? else {
+            let (key, generation) = match self.families.parse(token) {
+                Presented::Family(t) => (self.families.row_key(&t.family), Some(t.generation)),
+                Presented::Legacy => (secret::hash(token), None),
+                Presented::Forged => return Ok(None),
+            };
+            let Some(row) = self.store.refresh(&key).await? else {
                 return Ok(None);
             };
-            let live = row.used_at.is_none() && row.expires_at > self.now();
+            // Any token of a family names its grant (revoking a spent one ends the family too);
+            // only the current one is live.
+            if row.is_family() != generation.is_some()
+                || generation.is_some_and(|p| row.generation.is_some_and(|c| p > c))
+            {
+                return Ok(None);
+            }
+            let live = !row.spent_for(generation) && row.expires_at > self.now();
             let grant = self.store.grant(&row.grant_id).await?;
             return Ok(grant.map(|g| (g, live.then_some(row.expires_at), "refresh_token")));
         }

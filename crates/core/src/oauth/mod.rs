@@ -7,6 +7,7 @@ mod batch;
 pub mod cimd;
 pub mod clients;
 mod error;
+mod family;
 pub mod introspect;
 pub mod keys;
 pub mod model;
@@ -96,6 +97,8 @@ pub struct OAuth {
     verified: crate::cache::TtlCache<String, Arc<token::AccessClaims>>,
     /// Whether a grant is live, for a few seconds (see `grant_live`).
     grant_liveness: crate::cache::TtlCache<String, bool>,
+    /// Makes and checks refresh tokens (see `family`).
+    families: family::FamilyKeys,
 }
 
 impl OAuth {
@@ -118,6 +121,7 @@ impl OAuth {
                 100_000,
             ),
             token_limiter: WindowLimiter::new(settings.token_per_window, 60, 100_000),
+            families: family::FamilyKeys::new(&master),
             batch: batch::TokenBatcher::start(store.clone(), clock.clone()),
             store,
             clock,

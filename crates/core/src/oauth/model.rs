@@ -97,6 +97,12 @@ pub struct CodeRow {
     pub used_at: Option<i64>,
 }
 
+/// A refresh token's row. Two kinds share the table:
+/// - a family's row (`generation` set): keyed by the family's key, it stands for the family's
+///   current token, issued at `created_at`, and is moved to the next generation in place at
+///   each rotation; `used_at` and `successor_hash` stay empty (see `oauth::family`);
+/// - a row per token, as issued before families (`generation` empty): keyed by the token's
+///   SHA-256, spent once (`used_at`) for the successor it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRow {
     pub token_hash: String,
@@ -106,6 +112,20 @@ pub struct RefreshRow {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub successor_hash: Option<String>,
+    pub generation: Option<i64>,
+}
+
+impl RefreshRow {
+    /// Whether the token presented at `generation` (`None`: a token of the old kind) is spent,
+    /// or of the other kind than this row: either way this row cannot rotate for it.
+    pub fn spent_for(&self, generation: Option<i64>) -> bool {
+        self.used_at.is_some() || self.generation != generation
+    }
+
+    /// Whether this is a family's row.
+    pub fn is_family(&self) -> bool {
+        self.generation.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,13 +179,19 @@ pub struct CodeAttempt {
 pub struct RefreshOffer {
     pub token_hash: String,
     pub ttl_secs: i64,
+    /// The generation the row starts at (0: a new family; see `RefreshRow`).
+    pub generation: Option<i64>,
 }
 
 /// A refresh token as presented at the token endpoint: its hash, and what the presenting
 /// request accepts (see `RotationTerms`), if it states that up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshPresented {
+    /// The row's key: a family's key, or the SHA-256 of a token of the old kind.
     pub token_hash: String,
+    /// The presented token's generation; `None` for a token of the old kind. A row of the
+    /// other kind is never rotated for it (`RefreshRow::spent_for`).
+    pub generation: Option<i64>,
     pub terms: Option<RotationTerms>,
 }
 
@@ -178,6 +204,7 @@ pub struct RefreshPresented {
 /// terms still runs the checks, on the token as it read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationTerms {
+    /// The successor's key: for a family, the family's own (its row stays under it).
     pub successor_hash: String,
     pub client_id: String,
     pub resource: Option<String>,
@@ -186,9 +213,14 @@ pub struct RotationTerms {
     pub ttl_secs: i64,
 }
 
-/// A refresh token presented for rotation, and the successor that replaces it.
+/// A refresh token presented for rotation, and the successor that replaces it. For a family
+/// (`successor.generation` set), the successor is the family's row at the next generation,
+/// under the same key, and the rotation moves the row there from the generation before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationAttempt {
     pub token_hash: String,
+    /// The presented token's generation (`None`: the old kind, spent by inserting the
+    /// successor's row and marking this one used).
+    pub generation: Option<i64>,
     pub successor: RefreshRow,
 }

@@ -2,6 +2,7 @@
 
 use super::batch::{Exchange, Exchanged, Renewal};
 use super::clients::ClientCredentials;
+use super::family::{FamilyToken, Presented as PresentedRefresh};
 use super::model::{
     ClientRow, CodeAttempt, CodeRow, CodeUse, GrantRow, RefreshOffer, RefreshPresented, RefreshRow,
     Rotation, RotationAttempt, RotationTerms,
@@ -74,7 +75,8 @@ impl<'a> Presented<'a> {
     }
 }
 
-const REFRESH_SUCCESSOR: &str = "ezforge-refresh-successor-v1";
+/// Derives the family a token of the old kind moves to at its rotation.
+const LEGACY_SUCCESSOR_FAMILY: &str = "ezforge-refresh-legacy-family-v1";
 
 /// The S256 PKCE challenge of `verifier` (RFC 7636 §4.2).
 pub fn s256(verifier: &str) -> String {
@@ -136,9 +138,10 @@ impl OAuth {
                 "code_verifier is not a valid PKCE verifier".into(),
             ));
         }
-        // Made now, stored only if the exchange issues one.
-        let refresh_token = format!("ezf_rt_{}", secret::random_token());
-        let refresh_hash = secret::hash(&refresh_token);
+        // Made now, stored only if the exchange issues one: a new family's first token.
+        let family = self.families.start();
+        let refresh_token = self.families.token(&family);
+        let refresh_hash = self.families.row_key(&family.family);
         let ttl = self.settings.refresh_token_ttl_secs;
         let attempt = CodeAttempt {
             code_hash: secret::hash(code),
@@ -151,6 +154,7 @@ impl OAuth {
                 .then(|| RefreshOffer {
                     token_hash: refresh_hash.clone(),
                     ttl_secs: ttl,
+                    generation: Some(0),
                 }),
         };
         let check = {
@@ -187,7 +191,7 @@ impl OAuth {
                     ));
                 }
                 let refresh = issues_refresh(&client, &grant.scope)
-                    .then(|| refresh_row(refresh_hash, &grant.id, &grant.scope, now, ttl));
+                    .then(|| refresh_row(refresh_hash, &grant.id, &grant.scope, now, ttl, 0));
                 Ok(Exchange { grant, refresh })
             }
         };
@@ -225,12 +229,37 @@ impl OAuth {
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-        // The successor is derived from the token itself, so a retry can be given the same one.
-        let successor = format!(
-            "ezf_rt_{}",
-            crypto::mac(&self.master.derive(REFRESH_SUCCESSOR), token.as_bytes())
-        );
-        let successor_hash = secret::hash(&successor);
+        // The row to look for, and the successor, made from the token alone so that a retry
+        // can be given the same one: a family's token at the next generation, under the same
+        // key; for a token of the old kind, the first token of a family derived from it (its
+        // rotation moves it to a family).
+        let unknown = || OAuthError::InvalidGrant("unknown refresh token".into());
+        let (token_hash, generation, successor, successor_hash) = match self.families.parse(token) {
+            PresentedRefresh::Forged => return Err(unknown()),
+            PresentedRefresh::Family(t) => {
+                let next = FamilyToken {
+                    generation: t.generation.checked_add(1).ok_or_else(unknown)?,
+                    family: t.family,
+                };
+                let key = self.families.row_key(&next.family);
+                (
+                    key.clone(),
+                    Some(t.generation),
+                    self.families.token(&next),
+                    key,
+                )
+            }
+            PresentedRefresh::Legacy => {
+                let derived = crypto::mac(
+                    &self.master.derive(LEGACY_SUCCESSOR_FAMILY),
+                    token.as_bytes(),
+                );
+                let next = self.families.derived(&derived);
+                let key = self.families.row_key(&next.family);
+                (secret::hash(token), None, self.families.token(&next), key)
+            }
+        };
+        let next_generation = generation.map_or(0, |g| g + 1);
         // The checks below, stated for the store (see `RotationTerms`). A scope that does not
         // parse states none, and neither does a resource with a NUL in it, which PostgreSQL
         // cannot take as text (the statement of the whole batch would fail): the checks refuse
@@ -257,8 +286,15 @@ impl OAuth {
             let (resource, requested) = (p.resource.clone(), p.scope.clone());
             let successor_hash = successor_hash.clone();
             move |stored: Option<(RefreshRow, GrantRow)>, now: i64| {
-                let (row, grant) = stored
-                    .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
+                let unknown = || OAuthError::InvalidGrant("unknown refresh token".into());
+                let (row, grant) = stored.ok_or_else(unknown)?;
+                // A row of the other kind is not this token's, nor is a family whose row is
+                // behind the presented generation (a database restored from a backup).
+                if row.is_family() != generation.is_some()
+                    || generation.is_some_and(|p| row.generation.is_some_and(|c| p > c))
+                {
+                    return Err(unknown());
+                }
                 let grant = check_grant(grant, &client)?;
                 if row.expires_at <= now {
                     return Err(OAuthError::InvalidGrant("the refresh token expired".into()));
@@ -270,8 +306,16 @@ impl OAuth {
                 }
                 let scope = narrowed(requested.as_deref(), &row.scope)?;
                 let rotation = RotationAttempt {
-                    successor: refresh_row(successor_hash, &grant.id, &row.scope, now, ttl),
+                    successor: refresh_row(
+                        successor_hash,
+                        &grant.id,
+                        &row.scope,
+                        now,
+                        ttl,
+                        next_generation,
+                    ),
                     token_hash: row.token_hash,
+                    generation,
                 };
                 Ok(Renewal {
                     grant,
@@ -281,7 +325,8 @@ impl OAuth {
             }
         };
         let presented = RefreshPresented {
-            token_hash: secret::hash(token),
+            token_hash,
+            generation,
             terms,
         };
         let (renewal, rotation) = self.batch.refresh(presented, Box::new(check)).await??;
@@ -289,18 +334,26 @@ impl OAuth {
         match rotation {
             Rotation::Rotated(_) => self.respond(&grant, &scope, Some(successor)),
             Rotation::AlreadyUsed(spent) => {
-                let within_grace = spent
-                    .used_at
-                    .is_some_and(|t| self.now() - t <= self.settings.refresh_grace_secs);
-                let successor_unused = match &spent.successor_hash {
-                    Some(h) if *h == successor_hash => self
-                        .store
-                        .refresh(h)
-                        .await?
-                        .is_some_and(|s| s.used_at.is_none()),
-                    _ => false,
+                let grace = self.settings.refresh_grace_secs;
+                let retry = match generation {
+                    // The family's previous token, spent when the current one was issued.
+                    Some(p) => {
+                        spent.generation == Some(p + 1) && self.now() - spent.created_at <= grace
+                    }
+                    // A token of the old kind, spent for the family derived from it, which
+                    // has not rotated since.
+                    None => {
+                        let within_grace = spent.used_at.is_some_and(|t| self.now() - t <= grace);
+                        within_grace
+                            && spent.successor_hash.as_ref() == Some(&successor_hash)
+                            && self
+                                .store
+                                .refresh(&successor_hash)
+                                .await?
+                                .is_some_and(|s| s.generation == Some(0))
+                    }
                 };
-                if within_grace && successor_unused {
+                if retry {
                     // A retry after a lost response: the same successor, never a second chain.
                     return self.respond(&grant, &scope, Some(successor));
                 }
@@ -440,8 +493,15 @@ fn issues_refresh(client: &ClientRow, granted: &str) -> bool {
         && granted.split(' ').any(|s| s == scope::OFFLINE_ACCESS)
 }
 
-/// A refresh token's row: `ttl` seconds from `now`, unused.
-fn refresh_row(token_hash: String, grant_id: &str, scope: &str, now: i64, ttl: i64) -> RefreshRow {
+/// A family's row at `generation`, issued `now`, for `ttl` seconds.
+fn refresh_row(
+    token_hash: String,
+    grant_id: &str,
+    scope: &str,
+    now: i64,
+    ttl: i64,
+    generation: i64,
+) -> RefreshRow {
     RefreshRow {
         token_hash,
         grant_id: grant_id.to_string(),
@@ -450,6 +510,7 @@ fn refresh_row(token_hash: String, grant_id: &str, scope: &str, now: i64, ttl: i
         expires_at: now + ttl,
         used_at: None,
         successor_hash: None,
+        generation: Some(generation),
     }
 }
 
