@@ -716,7 +716,7 @@ pub(crate) async fn advance_families(
     let mut out = Vec::with_capacity(attempts.len());
     for a in attempts {
         let row = sqlx::query(concat!(
-            "UPDATE oauth_refresh_tokens SET generation = $1, created_at = $2, expires_at = $3 WHERE token_hash = $4 AND generation = $5 RETURNING ",
+            "UPDATE oauth_refresh_tokens SET generation = $1, created_at = $2, expires_at = $3 WHERE token_hash = $4 AND generation = $5 AND used_at IS NULL RETURNING ",
             refresh_cols!()
         ))
         .bind(a.successor.generation)

@@ -24,7 +24,8 @@
 //! Refreshes: a chunk is one statement too. Each presentation states its checks up front
 //! (`RotationTerms`: client, resource, scope, plus the token unspent and unexpired and its
 //! grant live); the statement reads every token with its grant and rotates those that meet
-//! their terms (successors stored, then parents spent). The checks then run on the tokens as
+//! their terms: a family's row moves from the presented generation to the next, in place; a
+//! token of the old kind has its successor stored, then is spent. The checks then run on the tokens as
 //! read and, by the terms' promise, accept every rotation the statement made. A presentation
 //! the checks accept that the statement did not rotate (no terms stated, a second presentation
 //! of a token in the batch, a token another node spent in between) is rotated by a second
@@ -326,11 +327,16 @@ struct Found {
 }
 
 /// One statement, atomic on its own: reads each presented token with its grant; for the
-/// tokens that meet a presentation's terms (the first such presentation of each), stores the
-/// successor and then spends the token, as `rotate` does and in its order: successors first,
-/// in hash order, then the parents. Two statements spending the same parent insert the same
-/// successor first, so the later one waits there for the earlier to commit before it locks any
-/// parent. Returns what it read, by the presentation's index in `chunk`.
+/// tokens that meet a presentation's terms (the first such presentation of each), rotates:
+/// - a family's row moves to the next generation if it is still at the presented one. The
+///   rows are found through a list, which the index scan walks in key order, so two
+///   statements lock the families they share in the same order whatever their plans;
+/// - a token of the old kind has its successor (a family's first row) stored and is then
+///   spent, as `rotate` does and in its order: successors first, in hash order, then the
+///   parents. Two statements spending the same parent insert the same successor first, so the
+///   later one waits there for the earlier to commit before it locks any parent.
+///
+/// Returns what it read, by the presentation's index in `chunk`.
 async fn read_and_rotate(
     conn: &mut AnyConnection,
     chunk: &[RefreshPresented],
@@ -358,8 +364,10 @@ async fn read_and_rotate(
            WHERE (SELECT count(*) FROM successors) >= 0 AND t.used_at IS NULL AND t.generation IS NULL \
              AND t.token_hash = ANY (ARRAY (SELECT token_hash FROM chosen WHERE a_gen IS NULL)) \
            RETURNING t.token_hash), \
-         advanced AS (UPDATE oauth_refresh_tokens t SET generation = c.a_gen + 1, created_at = $1, expires_at = $1 + c.ttl \
-           FROM chosen c WHERE c.a_gen IS NOT NULL AND t.token_hash = c.token_hash AND t.generation = c.a_gen \
+         advanced AS (UPDATE oauth_refresh_tokens t SET generation = t.generation + 1, created_at = $1, \
+             expires_at = $1 + (SELECT c.ttl FROM chosen c WHERE c.token_hash = t.token_hash) \
+           WHERE t.token_hash = ANY (ARRAY (SELECT token_hash FROM chosen WHERE a_gen IS NOT NULL)) \
+             AND t.generation = (SELECT c.a_gen FROM chosen c WHERE c.token_hash = t.token_hash) AND t.used_at IS NULL \
            RETURNING t.token_hash) \
          SELECT found.*, COALESCE(ok AND (found.token_hash IN (SELECT token_hash FROM spent) \
              OR found.token_hash IN (SELECT token_hash FROM advanced)), false) AS rotated FROM found",

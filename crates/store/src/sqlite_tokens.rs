@@ -199,7 +199,7 @@ impl TokenDb {
                 .map_err(backend)?;
             let mut advance = tx
                 .prepare_cached(&format!(
-                    "UPDATE oauth_refresh_tokens SET generation = ?1, created_at = ?2, expires_at = ?3 WHERE token_hash = ?4 AND generation = ?5 RETURNING {REFRESH_COLS}"
+                    "UPDATE oauth_refresh_tokens SET generation = ?1, created_at = ?2, expires_at = ?3 WHERE token_hash = ?4 AND generation = ?5 AND used_at IS NULL RETURNING {REFRESH_COLS}"
                 ))
                 .map_err(backend)?;
             let mut read = tx

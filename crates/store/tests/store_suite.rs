@@ -630,7 +630,9 @@ async fn families_rotate_in_place_on(store: &SqlStore, terms: Terms) {
     let mut batch = family_presented(&tokens, &grant, terms);
     // A token of the old kind presented as a family's, and a family's as the old kind.
     batch.push(presented(&["fam-a".to_string()], &grant, terms).remove(0));
-    let mut renew = family_renew(&batch, &grant, 60);
+    // `renew`'s successors are made at 59, the batch runs at 60: PostgreSQL moves a family on
+    // met terms in the statement that reads it, at the batch's time.
+    let mut renew = family_renew(&batch, &grant, 59);
     let out = store.renew_refreshes(&batch, 60, &mut renew).await.unwrap();
     let moved = |r: &Option<Rotation>, g: i64| matches!(r, Some(Rotation::Rotated(row)) if row.generation == Some(g) && row.used_at.is_none());
     let found_at = |r: &Option<Rotation>, g: i64| matches!(r, Some(Rotation::AlreadyUsed(row)) if row.generation == Some(g) && row.used_at.is_none());
@@ -649,6 +651,12 @@ async fn families_rotate_in_place_on(store: &SqlStore, terms: Terms) {
         "a family's row is not the old kind's: {:?}",
         out[7]
     );
+    let postgres = store.pool().connect_options().database_url.scheme() == "postgres";
+    let made = if postgres && matches!(terms, Terms::Met) {
+        60
+    } else {
+        59
+    };
     let a = store.refresh("fam-a").await.unwrap().unwrap();
     assert_eq!(
         (
@@ -658,7 +666,8 @@ async fn families_rotate_in_place_on(store: &SqlStore, terms: Terms) {
             a.used_at,
             a.successor_hash
         ),
-        (Some(1), 60, 1000, None, None)
+        (Some(1), made, made + 940, None, None),
+        "{terms:?}"
     );
     assert_eq!(
         store.refresh("fam-b").await.unwrap().unwrap().generation,

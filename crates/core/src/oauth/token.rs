@@ -336,10 +336,19 @@ impl OAuth {
             Rotation::AlreadyUsed(spent) => {
                 let grace = self.settings.refresh_grace_secs;
                 let retry = match generation {
-                    // The family's previous token, spent when the current one was issued.
-                    Some(p) => {
-                        spent.generation == Some(p + 1) && self.now() - spent.created_at <= grace
-                    }
+                    // The family's previous token, spent when the current one was issued: read
+                    // again now that the batch has committed, since the row the batch handed
+                    // back may predate a rotation in the same batch or on another node (the
+                    // successor must still be the current token).
+                    Some(p) => self
+                        .store
+                        .refresh(&successor_hash)
+                        .await?
+                        .is_some_and(|row| {
+                            row.generation == Some(p + 1)
+                                && row.used_at.is_none()
+                                && self.now() - row.created_at <= grace
+                        }),
                     // A token of the old kind, spent for the family derived from it, which
                     // has not rotated since.
                     None => {
