@@ -682,7 +682,41 @@ async fn rotate_chunk(
     chunk: &[RotationAttempt],
     now: i64,
 ) -> StoreResult<Vec<Rotation>> {
-    let (families, legacy) = split_kinds(chunk);
+    let mut rotated = advance_families_of(conn, chunk).await?;
+    if !rotated.legacy.is_empty() {
+        let spent = spend_chunk(conn, &rotated.legacy_attempts(chunk), now).await?;
+        rotated.answer_legacy(spent);
+    }
+    Ok(rotated.out)
+}
+
+/// A chunk's answers once its families have moved (`advance_families_of`); the attempts of the
+/// old kind, at `legacy`, are left for the caller's own statement (`answer_legacy`).
+pub(crate) struct FamiliesMoved {
+    pub(crate) out: Vec<Rotation>,
+    pub(crate) legacy: Vec<usize>,
+}
+
+impl FamiliesMoved {
+    pub(crate) fn legacy_attempts(&self, chunk: &[RotationAttempt]) -> Vec<RotationAttempt> {
+        self.legacy.iter().map(|&i| chunk[i].clone()).collect()
+    }
+
+    /// Places the answers of the old kind's attempts, in `legacy`'s order.
+    pub(crate) fn answer_legacy(&mut self, rotations: Vec<Rotation>) {
+        for (i, r) in self.legacy.iter().zip(rotations) {
+            self.out[*i] = r;
+        }
+    }
+}
+
+/// Moves a chunk's families (`advance_families`) and answers them in the chunk's order.
+pub(crate) async fn advance_families_of(
+    conn: &mut AnyConnection,
+    chunk: &[RotationAttempt],
+) -> StoreResult<FamiliesMoved> {
+    let (families, legacy): (Vec<usize>, Vec<usize>) =
+        (0..chunk.len()).partition(|&i| chunk[i].generation.is_some());
     let mut out = vec![Rotation::Unknown; chunk.len()];
     let attempts: Vec<&RotationAttempt> = families.iter().map(|&i| &chunk[i]).collect();
     for (i, r) in families
@@ -691,25 +725,14 @@ async fn rotate_chunk(
     {
         out[*i] = r;
     }
-    if !legacy.is_empty() {
-        let attempts: Vec<RotationAttempt> = legacy.iter().map(|&i| chunk[i].clone()).collect();
-        for (i, r) in legacy.iter().zip(spend_chunk(conn, &attempts, now).await?) {
-            out[*i] = r;
-        }
-    }
-    Ok(out)
-}
-
-/// The indexes of a chunk's family attempts, and of its attempts of the old kind.
-pub(crate) fn split_kinds(chunk: &[RotationAttempt]) -> (Vec<usize>, Vec<usize>) {
-    (0..chunk.len()).partition(|&i| chunk[i].generation.is_some())
+    Ok(FamiliesMoved { out, legacy })
 }
 
 /// Moves each family's row to the attempt's next generation if it is still at the attempt's
 /// own, one statement each, and answers each attempt: the row as moved, or as found (spent
 /// for that generation), or unknown. A family is presented here only when a batch's first
 /// pass did not rotate it (on PostgreSQL), or on SQLite without the token connection.
-pub(crate) async fn advance_families(
+async fn advance_families(
     conn: &mut AnyConnection,
     attempts: &[&RotationAttempt],
 ) -> StoreResult<Vec<Rotation>> {

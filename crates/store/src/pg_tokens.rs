@@ -37,8 +37,8 @@
 
 use crate::oauth_rows as rows;
 use crate::oauth_sql::{
-    advance_families, bind_refresh, code_uses, insert_refreshes, padded, placeholders,
-    spend_refreshes, split_kinds, successor_cases,
+    advance_families_of, bind_refresh, code_uses, insert_refreshes, padded, placeholders,
+    spend_refreshes, successor_cases,
 };
 use crate::rows::backend;
 use ezforge_core::oauth::model::*;
@@ -422,22 +422,12 @@ async fn rotate(
 ) -> StoreResult<Vec<Rotation>> {
     // Families' rows move one statement each (they get here only when the first pass did not
     // rotate them); tokens of the old kind go together as below.
-    let (families, legacy) = split_kinds(chunk);
-    let mut out = vec![Rotation::Unknown; chunk.len()];
-    let attempts: Vec<&RotationAttempt> = families.iter().map(|&i| &chunk[i]).collect();
-    for (i, r) in families
-        .iter()
-        .zip(advance_families(conn, &attempts).await?)
-    {
-        out[*i] = r;
+    let mut rotated = advance_families_of(conn, chunk).await?;
+    if !rotated.legacy.is_empty() {
+        let spent = spend(conn, &rotated.legacy_attempts(chunk), now).await?;
+        rotated.answer_legacy(spent);
     }
-    if !legacy.is_empty() {
-        let attempts: Vec<RotationAttempt> = legacy.iter().map(|&i| chunk[i].clone()).collect();
-        for (i, r) in legacy.iter().zip(spend(conn, &attempts, now).await?) {
-            out[*i] = r;
-        }
-    }
-    Ok(out)
+    Ok(rotated.out)
 }
 
 /// Stores the successors of tokens of the old kind and spends the tokens (see `rotate`).
